@@ -1,0 +1,7 @@
+"""trio_boca: a Trio-native web framework built around Bocadillo's WebSocket model."""
+
+from .app import App
+from .websockets import WebSocket, WebSocketDisconnect
+
+__all__ = ["App", "WebSocket", "WebSocketDisconnect"]
+__version__ = "0.1.0"

@@ -1,0 +1,165 @@
+"""One WebSocket connection from handshake to close.
+
+    connection nursery
+    ├── pump: server receive() -> inbox; on disconnect, tell or cancel the view
+    └── view cancel scope
+        └── view(ws, **params)
+    leaving the scope, by any road -> one close, with the code that road calls for
+
+The pump is what lets a view that only sends, or waits on something else,
+learn that its client left: somebody must keep reading the server's queue,
+or a disconnect is never seen (hypercorn never fails a send, and stops reading
+the socket once ten messages wait unread).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import trio
+
+from ._inbox import Inbox, Message
+from .websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+logger = logging.getLogger("trio_boca")
+
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_CONNECTING = WebSocketState.CONNECTING
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-connection knobs; see docs/messages.md, "Backpressure and limits"."""
+
+    #: Most messages waiting unread in a connection's inbox.
+    inbox_messages: int = 64
+    #: Most characters or bytes waiting unread (one larger message still fits).
+    inbox_bytes: int = 1 << 20
+    #: With the inbox full, how long the view may take nothing before the
+    #: connection is closed with 1008: it has stopped reading.
+    stall_timeout: float = 5.0
+    #: After the client leaves, how long a view that is not receiving has to
+    #: come back to receive() before it is cancelled.
+    disconnect_grace: float = 0.1
+    #: Longest wait for the close frame to go out when a view ends.
+    close_timeout: float = 5.0
+
+
+async def run_connection(
+    ws: WebSocket,
+    receive: Receive,
+    view: Callable[[], Awaitable[None]],
+    *,
+    auto_accept: bool,
+    limits: Limits,
+) -> BaseException | None:
+    """Run `view` for `ws` and close the connection when it ends.
+
+    Returns the exception the view failed with, after logging it and closing
+    with 1011 (or answering 500), so the caller may re-raise it in tests.
+    Cancellation from outside (server shutdown) is re-raised after the client
+    has been sent 1001.
+    """
+    view_scope = trio.CancelScope()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_pump, receive, ws, view_scope, limits)
+        outcome: BaseException | None = None
+        try:
+            with view_scope:
+                if auto_accept:
+                    await ws.accept()
+                await view()
+        except BaseException as exc:
+            outcome = exc
+        failure = await _finish(ws, outcome, cancelled_for_leaving=view_scope.cancelled_caught)
+        nursery.cancel_scope.cancel()
+    if outcome is not None and not isinstance(outcome, Exception):
+        raise outcome
+    return failure
+
+
+async def _pump(receive: Receive, ws: WebSocket, view_scope: trio.CancelScope, limits: Limits) -> None:
+    inbox = ws._inbox
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "websocket.receive":
+            text, data = message.get("text"), message.get("bytes")
+            size = len(text) if text is not None else len(data or b"")
+            if await inbox.put(message, size, limits.stall_timeout):
+                continue
+            logger.warning(
+                "closing WebSocket %s with 1008: the view read nothing for %.1f s "
+                "with %d messages waiting",
+                ws.url.path,
+                limits.stall_timeout,
+                len(inbox),
+            )
+            await ws._close_on_the_way_out(1008, "message queue full: the server is not reading")
+            view_scope.cancel()
+            return
+        if kind == "websocket.disconnect":
+            ws._client_left(message.get("code", 1005), message.get("reason") or "")
+            # A view blocked in receive() is told at once and finishes on its
+            # own; give one that is busy elsewhere a moment to come back to
+            # receive(), so that `async for` loops end the same way whatever
+            # they were doing. A view that only sends or waits is cancelled.
+            with trio.move_on_after(limits.disconnect_grace):
+                await ws._told.wait()
+            if not ws._told.is_set():
+                view_scope.cancel()
+            return
+
+
+async def _finish(
+    ws: WebSocket, outcome: BaseException | None, *, cancelled_for_leaving: bool
+) -> BaseException | None:
+    """Log how the view ended, then close with the code that road calls for.
+
+    Each road gives a close code for an accepted connection and an HTTP
+    status for a handshake still unanswered.
+    """
+    path = ws.url.path
+    failure: BaseException | None = None
+    leaves = [] if outcome is None else _leaves(outcome)
+    disconnects = [e for e in leaves if isinstance(e, WebSocketDisconnect)]
+    if outcome is None:
+        if cancelled_for_leaving and ws.client_gone:
+            _log_departure(ws, ws.close_code or 1005, ws.close_reason or "")
+        code, reason, status = 1000, "", 403
+    elif all(isinstance(e, trio.Cancelled) for e in leaves):
+        logger.debug("WebSocket %s cancelled from outside; closing with 1001", path)
+        code, reason, status = 1001, "server shutting down", 503
+    elif len(disconnects) == len(leaves):
+        _log_departure(ws, disconnects[0].code, disconnects[0].reason)
+        code, reason, status = 1000, "", 403
+    else:
+        answered = "answered 500" if ws.connection_state is _CONNECTING else "closed with 1011"
+        logger.error("WebSocket view for %s failed; %s", path, answered, exc_info=outcome)
+        code, reason, status = 1011, "", 500
+        failure = outcome
+    await ws._close_on_the_way_out(code, reason, refuse_with=status)
+    return failure
+
+
+def _log_departure(ws: WebSocket, code: int, reason: str) -> None:
+    if code in ws.caught_close_codes:
+        logger.debug("client left %s with %d", ws.url.path, code)
+    else:
+        logger.warning(
+            "WebSocket %s closed with %d%s", ws.url.path, code, f" ({reason})" if reason else ""
+        )
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]

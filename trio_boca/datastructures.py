@@ -1,0 +1,106 @@
+"""Read-only views of what arrives in an ASGI scope: URL, headers, query string.
+
+They are built lazily from the raw scope, so a connection that never looks at
+its headers never pays for decoding them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+
+class _MultiDict(Mapping[str, str]):
+    """A read-only mapping where a key may occur several times.
+
+    Indexing gives the *last* value for a key, as a browser's form handling
+    would; `getlist` gives them all, in order.
+    """
+
+    __slots__ = ("_items", "_last")
+
+    def __init__(self, items: Iterable[tuple[str, str]]) -> None:
+        self._items = list(items)
+        self._last = {self._key(k): v for k, v in self._items}
+
+    @staticmethod
+    def _key(key: str) -> str:
+        return key
+
+    def getlist(self, key: str) -> list[str]:
+        key = self._key(key)
+        return [v for k, v in self._items if self._key(k) == key]
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        return list(self._items)
+
+    def __getitem__(self, key: str) -> str:
+        return self._last[self._key(key)]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self._key(key) in self._last
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._last)
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._items!r})"
+
+
+class Headers(_MultiDict):
+    """Request headers; names are case-insensitive and come back lower-cased."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def _key(key: str) -> str:
+        return key.lower()
+
+    @classmethod
+    def from_raw(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+        return cls((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw)
+
+
+class QueryParams(_MultiDict):
+    """The decoded query string (`?a=1&a=2&b=` keeps blank values)."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_query_string(cls, query_string: bytes) -> QueryParams:
+        return cls(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
+
+
+@dataclass(frozen=True)
+class URL:
+    """The URL a request or connection was made to."""
+
+    scheme: str
+    netloc: str
+    path: str
+    query: str
+
+    @classmethod
+    def from_scope(cls, scope: Mapping[str, Any]) -> URL:
+        scheme = scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http")
+        server = scope.get("server")
+        netloc = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"host":
+                netloc = value.decode("latin-1")
+                break
+        else:
+            if server is not None:
+                host, port = server[0], server[1]
+                netloc = host if port is None else f"{host}:{port}"
+        path = scope.get("root_path", "") + scope["path"]
+        return cls(scheme, netloc, path, scope.get("query_string", b"").decode("latin-1"))
+
+    def __str__(self) -> str:
+        query = f"?{self.query}" if self.query else ""
+        return f"{self.scheme}://{self.netloc}{self.path}{query}"

@@ -1,0 +1,333 @@
+"""An in-process test client: the app runs in the test's own nursery.
+
+No threads, no sockets: the client plays the ASGI server's part through Trio
+memory channels, and keeps the server's rules where the real server is right
+(403 for a close before accept, 500 for a handshake left unanswered, 1011 for
+an app that ends without closing, an error for a message out of turn), so a
+test that passes here also passes over a socket.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+import trio
+
+from .._inbox import Message
+from ..app import RAISE_EXCEPTIONS
+from ..datastructures import Headers
+from ..websockets import WebSocketDisconnect
+from ._session import ClientWebSocket, WebSocketRejected
+
+ASGIApp = Any  # any ASGI 3 callable: (scope, receive, send) -> Awaitable[None]
+
+#: Like a server's per-connection queue (hypercorn's is 10): a test that floods
+#: a view which does not read feels backpressure, as it would over a socket.
+_TO_APP_BUFFER = 16
+
+
+class TestClient:
+    """Run `app` inside the caller's nursery and talk to it.
+
+    ::
+
+        async with TestClient(app) as client:
+            async with client.websocket("/echo") as ws:
+                await ws.send("hi")
+                assert await ws.receive() == "hi"
+
+    With `raise_server_exceptions` (the default), an exception raised by a
+    view is re-raised in the test, after the client has seen what a real
+    client would (1011, or HTTP 500 before accept). Lifespan events are sent
+    on entry and exit.
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        raise_server_exceptions: bool = True,
+        client: tuple[str, int] = ("testclient", 50000),
+    ) -> None:
+        self.app = app
+        self.raise_server_exceptions = raise_server_exceptions
+        self.client = client
+        self._nursery_manager = trio.open_nursery()
+        self._nursery: trio.Nursery | None = None
+        self._lifespan: _Lifespan | None = None
+
+    async def __aenter__(self) -> TestClient:
+        self._nursery = await self._nursery_manager.__aenter__()
+        try:
+            self._lifespan = _Lifespan(self.app)
+            await self._lifespan.start(self._nursery)
+        except BaseException as exc:
+            await self._nursery_manager.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        try:
+            if exc is None and self._lifespan is not None:
+                await self._lifespan.stop()
+        except BaseException as error:
+            await self._nursery_manager.__aexit__(type(error), error, error.__traceback__)
+            raise
+        if exc is not None and self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        return await self._nursery_manager.__aexit__(exc_type, exc, tb)
+
+    def websocket(
+        self,
+        path: str,
+        *,
+        subprotocols: Iterable[str] = (),
+        headers: Mapping[str, str] | None = None,
+    ) -> TestWebSocket:
+        """Open a WebSocket to `path` (which may carry a query string)."""
+        if self._nursery is None:
+            raise RuntimeError("use the TestClient as `async with TestClient(app) as client:`")
+        path, _, query = path.partition("?")
+        raw_headers = [(b"host", b"testserver")]
+        raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "scheme": "ws",
+            "http_version": "1.1",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": raw_headers,
+            "client": self.client,
+            "server": ("testserver", 80),
+            "subprotocols": list(subprotocols),
+            "state": {},
+            "extensions": {
+                "websocket.http.response": {},
+                RAISE_EXCEPTIONS: self.raise_server_exceptions,
+            },
+        }
+        return TestWebSocket(self.app, scope, self._nursery)
+
+
+class _Server(enum.Enum):
+    """What the app has done with the connection, as a server tracks it."""
+
+    HANDSHAKE = "HANDSHAKE"
+    CONNECTED = "CONNECTED"
+    RESPONSE = "RESPONSE"
+    CLOSED = "CLOSED"
+
+
+_ALLOWED = {
+    _Server.HANDSHAKE: {
+        "websocket.accept": _Server.CONNECTED,
+        "websocket.close": _Server.CLOSED,
+        "websocket.http.response.start": _Server.RESPONSE,
+    },
+    _Server.CONNECTED: {"websocket.send": _Server.CONNECTED, "websocket.close": _Server.CLOSED},
+    _Server.RESPONSE: {"websocket.http.response.body": _Server.RESPONSE},
+    _Server.CLOSED: {},
+}
+
+
+class TestWebSocket(ClientWebSocket):
+    """A test's end of an in-process WebSocket; use it as an async context manager."""
+
+    __test__ = False
+
+    def __init__(self, app: ASGIApp, scope: dict[str, Any], nursery: trio.Nursery) -> None:
+        self._app = app
+        self._scope = scope
+        self._nursery = nursery
+        self._raise = bool(scope["extensions"][RAISE_EXCEPTIONS])
+        self._to_app, self._app_inbox = trio.open_memory_channel[Message](_TO_APP_BUFFER)
+        self._app_outbox, self._from_app = trio.open_memory_channel[Message](math.inf)
+        self._server = _Server.HANDSHAKE
+        self._client_closed = False
+        self._done = trio.Event()
+        self._error: BaseException | None = None
+        self._error_raised = False
+
+    # -- the server's side -------------------------------------------------------
+
+    async def _run_app(self) -> None:
+        try:
+            await self._app(self._scope, self._app_inbox.receive, self._app_send)
+        except Exception as exc:
+            self._error = exc
+        finally:
+            self._app_inbox.close()
+            self._app_outbox.close()
+            self._done.set()
+
+    async def _app_send(self, message: Message) -> None:
+        await trio.lowlevel.checkpoint()
+        if self._client_closed:
+            return  # like a server: sends after the client left go nowhere
+        kind = message["type"]
+        following = _ALLOWED[self._server].get(kind)
+        if following is None:
+            raise RuntimeError(f"ASGI message {kind!r} is not allowed in state {self._server.value}")
+        if kind == "websocket.http.response.body" and not message.get("more_body", False):
+            following = _Server.CLOSED
+        self._server = following
+        self._app_outbox.send_nowait(message)
+
+    async def _from_server(self) -> Message | None:
+        """The app's next message, or None once it has ended."""
+        try:
+            return await self._from_app.receive()
+        except trio.EndOfChannel:
+            return None
+
+    def _failure(self) -> BaseException | None:
+        """The app's exception, once, if the test asked for it."""
+        if self._error is None or not self._raise or self._error_raised:
+            return None
+        self._error_raised = True
+        return self._error
+
+    # -- handshake ---------------------------------------------------------------
+
+    async def __aenter__(self) -> TestWebSocket:
+        self._nursery.start_soon(self._run_app)
+        await self._to_app.send({"type": "websocket.connect"})
+        message = await self._from_server()
+        if message is not None and message["type"] == "websocket.accept":
+            self.subprotocol = message.get("subprotocol")
+            self.accept_headers = Headers.from_raw(message.get("headers") or [])
+            return self
+        rejection = await self._read_rejection(message)
+        # The handshake is over; like a server, tell the app, and let it end.
+        self._client_closed = True
+        try:
+            self._to_app.send_nowait({"type": "websocket.disconnect", "code": 1000})
+        except (trio.WouldBlock, trio.BrokenResourceError):
+            pass  # the app is not listening any more
+        await self._done.wait()
+        raise self._failure() or rejection
+
+    async def _read_rejection(self, message: Message | None) -> WebSocketRejected:
+        if message is None:
+            return WebSocketRejected(500, Headers([]), b"")
+        if message["type"] == "websocket.close":
+            return WebSocketRejected(403, Headers([]), b"")
+        body = b""
+        start = message
+        while True:
+            part = await self._from_server()
+            if part is None:
+                break
+            body += part.get("body", b"")
+            if not part.get("more_body", False):
+                break
+        return WebSocketRejected(start["status"], Headers.from_raw(start.get("headers", [])), body)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._client_closed:
+            await self._leave(1000, "")
+        await self._done.wait()
+        failure = self._failure()
+        if failure is not None and exc is None:
+            raise failure
+
+    # -- messages ----------------------------------------------------------------
+
+    async def send(self, data: str | bytes) -> None:
+        if self.close_code is not None or self._client_closed:
+            raise WebSocketDisconnect(self.close_code or 1006, self.close_reason or "")
+        key = "text" if isinstance(data, str) else "bytes"
+        try:
+            await self._to_app.send({"type": "websocket.receive", key: data})
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise WebSocketDisconnect(self.close_code or 1006, self.close_reason or "") from None
+
+    async def receive(self) -> str | bytes:
+        if self.close_code is None:
+            message = await self._from_server()
+            if message is not None and message["type"] == "websocket.send":
+                text = message.get("text")
+                return text if text is not None else bytes(message["bytes"])
+            if message is None:
+                # What hypercorn does when an app ends without closing.
+                self.close_code, self.close_reason = 1011, ""
+            else:
+                self.close_code = int(message.get("code", 1000))
+                self.close_reason = message.get("reason") or ""
+            # Answer the close frame, as a client does, so the app sees the end.
+            await self._leave(1000, "")
+            if self.close_code == 1011:
+                await self._done.wait()
+                failure = self._failure()
+                if failure is not None:
+                    raise failure
+        raise WebSocketDisconnect(self.close_code, self.close_reason or "")
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._client_closed:
+            await trio.lowlevel.checkpoint()
+            return
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        await self._leave(code, reason)
+
+    async def _leave(self, code: int, reason: str) -> None:
+        self._client_closed = True
+        try:
+            await self._to_app.send({"type": "websocket.disconnect", "code": code, "reason": reason})
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the app has already finished
+
+
+class _Lifespan:
+    """Runs the app's lifespan protocol, if the app speaks it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+        self._to_app, self._app_inbox = trio.open_memory_channel[Message](1)
+        self._app_outbox, self._from_app = trio.open_memory_channel[Message](math.inf)
+        self._supported = True
+
+    async def _run(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+        try:
+            await self._app(scope, self._app_inbox.receive, self._app_outbox.send)
+        finally:
+            self._app_outbox.close()
+
+    async def _exchange(self, event: str) -> None:
+        await self._to_app.send({"type": f"lifespan.{event}"})
+        try:
+            reply = await self._from_app.receive()
+        except trio.EndOfChannel:
+            self._supported = False  # the app ended: it does not do lifespan
+            return
+        if reply["type"] == f"lifespan.{event}.failed":
+            raise RuntimeError(f"lifespan {event} failed: {reply.get('message', '')}")
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self._run)
+        await self._exchange("startup")
+
+    async def stop(self) -> None:
+        if self._supported:
+            await self._exchange("shutdown")

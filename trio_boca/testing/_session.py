@@ -1,0 +1,64 @@
+"""What a test holds once its WebSocket is open, in-process or over a socket."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..datastructures import Headers
+
+
+class WebSocketRejected(Exception):
+    """The server answered the handshake with an HTTP response instead."""
+
+    def __init__(self, status: int, headers: Headers, body: bytes) -> None:
+        super().__init__(status, body)
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def __str__(self) -> str:
+        return f"handshake rejected with HTTP {self.status}" + (
+            f": {self.body!r}" if self.body else ""
+        )
+
+
+class ClientWebSocket:
+    """The client side of a test connection.
+
+    `receive()` raises `trio_boca.WebSocketDisconnect(code, reason)` once the
+    server has closed; `close_code` and `close_reason` then say how.
+    Subclasses provide `send`, `receive` and `close`.
+    """
+
+    #: The subprotocol the server chose, if any.
+    subprotocol: str | None = None
+    close_code: int | None = None
+    close_reason: str | None = None
+
+    async def send(self, data: str | bytes) -> None:
+        raise NotImplementedError
+
+    async def receive(self) -> str | bytes:
+        raise NotImplementedError
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        raise NotImplementedError
+
+    async def send_json(self, value: Any) -> None:
+        await self.send(json.dumps(value))
+
+    async def receive_text(self) -> str:
+        message = await self.receive()
+        if not isinstance(message, str):
+            raise TypeError(f"expected a text message, got {message!r}")
+        return message
+
+    async def receive_bytes(self) -> bytes:
+        message = await self.receive()
+        if not isinstance(message, bytes):
+            raise TypeError(f"expected a binary message, got {message!r}")
+        return message
+
+    async def receive_json(self) -> Any:
+        return json.loads(await self.receive())
