@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import Any
 
@@ -21,7 +22,7 @@ from .._inbox import Message
 from ..app import RAISE_EXCEPTIONS
 from ..datastructures import Headers
 from ..websockets import WebSocketDisconnect
-from ._session import ClientWebSocket, WebSocketRejected
+from ._session import ClientWebSocket, WebSocketRejected, open_nursery
 
 ASGIApp = Any  # any ASGI 3 callable: (scope, receive, send) -> Awaitable[None]
 
@@ -58,18 +59,11 @@ class TestClient:
         self.app = app
         self.raise_server_exceptions = raise_server_exceptions
         self.client = client
-        self._nursery_manager = trio.open_nursery()
+        self._stack = AsyncExitStack()
         self._nursery: trio.Nursery | None = None
-        self._lifespan: _Lifespan | None = None
 
     async def __aenter__(self) -> TestClient:
-        self._nursery = await self._nursery_manager.__aenter__()
-        try:
-            self._lifespan = _Lifespan(self.app)
-            await self._lifespan.start(self._nursery)
-        except BaseException as exc:
-            await self._nursery_manager.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
+        await self._stack.enter_async_context(self._running())
         return self
 
     async def __aexit__(
@@ -78,15 +72,23 @@ class TestClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        try:
-            if exc is None and self._lifespan is not None:
-                await self._lifespan.stop()
-        except BaseException as error:
-            await self._nursery_manager.__aexit__(type(error), error, error.__traceback__)
-            raise
-        if exc is not None and self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
-        return await self._nursery_manager.__aexit__(exc_type, exc, tb)
+        return await self._stack.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[None]:
+        async with open_nursery() as nursery:
+            lifespan = _Lifespan(self.app)
+            await lifespan.start(nursery)
+            self._nursery = nursery
+            try:
+                yield
+            except BaseException:
+                nursery.cancel_scope.cancel()  # don't wait on views of a failed test
+                raise
+            else:
+                await lifespan.stop()
+            finally:
+                self._nursery = None
 
     def websocket(
         self,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from functools import partial
 from types import TracebackType
 from typing import Any
@@ -13,7 +14,7 @@ from hypercorn.trio import serve
 
 from ..datastructures import Headers
 from ..websockets import WebSocketDisconnect
-from ._session import ClientWebSocket, WebSocketRejected
+from ._session import ClientWebSocket, WebSocketRejected, open_nursery
 
 
 class LiveServer:
@@ -27,6 +28,7 @@ class LiveServer:
 
     WebSocket sessions are real trio-websocket clients (install
     `trio_boca[testing]`) with the same API as the in-process TestClient's.
+    Extra keyword arguments set hypercorn `Config` attributes.
     """
 
     def __init__(self, app: Any, *, host: str = "127.0.0.1", **config: Any) -> None:
@@ -39,8 +41,7 @@ class LiveServer:
             setattr(self.config, name, value)
         self.host = host
         self.port = 0
-        self._stop = trio.Event()
-        self._nursery_manager = trio.open_nursery()
+        self._stack = AsyncExitStack()
 
     @property
     def url(self) -> str:
@@ -48,14 +49,7 @@ class LiveServer:
         return f"http://{self.host}:{self.port}"
 
     async def __aenter__(self) -> LiveServer:
-        nursery = await self._nursery_manager.__aenter__()
-        try:
-            run = partial(serve, self.app, self.config, shutdown_trigger=self._stop.wait)
-            bound: list[str] = await nursery.start(run)
-        except BaseException as exc:
-            await self._nursery_manager.__aexit__(type(exc), exc, exc.__traceback__)
-            raise
-        self.port = int(bound[0].rsplit(":", 1)[1])
+        await self._stack.enter_async_context(self._running())
         return self
 
     async def __aexit__(
@@ -64,8 +58,19 @@ class LiveServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        self._stop.set()
-        return await self._nursery_manager.__aexit__(exc_type, exc, tb)
+        return await self._stack.__aexit__(exc_type, exc, tb)
+
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[None]:
+        stop = trio.Event()
+        async with open_nursery() as nursery:
+            run = partial(serve, self.app, self.config, shutdown_trigger=stop.wait)
+            bound: list[str] = await nursery.start(run)
+            self.port = int(bound[0].rsplit(":", 1)[1])
+            try:
+                yield
+            finally:
+                stop.set()
 
     def websocket(
         self,
@@ -75,10 +80,12 @@ class LiveServer:
         headers: Mapping[str, str] | None = None,
         connect_timeout: float = 5.0,
         disconnect_timeout: float = 2.0,
-    ) -> LiveWebSocket:
+    ) -> AbstractAsyncContextManager[LiveWebSocket]:
         """Connect a real WebSocket client to `path` (which may carry a query)."""
-        return LiveWebSocket(
-            f"ws://{self.host}:{self.port}{path}",
+        return _connect(
+            self.host,
+            self.port,
+            path,
             subprotocols=list(subprotocols),
             headers=[(k.encode(), v.encode()) for k, v in (headers or {}).items()],
             connect_timeout=connect_timeout,
@@ -86,41 +93,54 @@ class LiveServer:
         )
 
 
+@asynccontextmanager
+async def _connect(
+    host: str,
+    port: int,
+    path: str,
+    *,
+    subprotocols: list[str],
+    headers: list[tuple[bytes, bytes]],
+    connect_timeout: float,
+    disconnect_timeout: float,
+) -> AsyncIterator[LiveWebSocket]:
+    # We open and close the TCP stream ourselves: trio-websocket 0.12.2 leaves
+    # its socket open when the handshake is refused or the server closes first.
+    from trio_websocket import ConnectionRejected, wrap_client_stream
+
+    try:
+        async with open_nursery() as nursery:
+            with trio.fail_after(connect_timeout):
+                stream = await trio.open_tcp_stream(host, port)
+            try:
+                with trio.fail_after(connect_timeout):
+                    connection = await wrap_client_stream(
+                        nursery,
+                        stream,
+                        f"{host}:{port}",
+                        path,
+                        subprotocols=subprotocols,
+                        extra_headers=headers,
+                    )
+                try:
+                    yield LiveWebSocket(connection)
+                finally:
+                    with trio.move_on_after(disconnect_timeout) as cleanup:
+                        cleanup.shield = True
+                        await connection.aclose()
+            finally:
+                await trio.aclose_forcefully(stream)
+    except ConnectionRejected as exc:  # raised in trio-websocket's reader task
+        headers_ = Headers.from_raw(exc.headers or ())
+        raise WebSocketRejected(exc.status_code, headers_, exc.body or b"") from None
+
+
 class LiveWebSocket(ClientWebSocket):
-    """A trio-websocket client with the test client's API."""
+    """A trio-websocket client connection with the test client's API."""
 
-    def __init__(self, url: str, **options: Any) -> None:
-        from trio_websocket import open_websocket_url
-
-        self._manager = open_websocket_url(
-            url,
-            subprotocols=options["subprotocols"],
-            extra_headers=options["headers"],
-            connect_timeout=options["connect_timeout"],
-            disconnect_timeout=options["disconnect_timeout"],
-        )
-        self._connection: Any = None
-
-    async def __aenter__(self) -> LiveWebSocket:
-        from trio_websocket import ConnectionRejected
-
-        try:
-            self._connection = await self._manager.__aenter__()
-        except ConnectionRejected as exc:
-            raise WebSocketRejected(
-                exc.status_code, Headers.from_raw(exc.headers or ()), exc.body or b""
-            ) from None
-        self.subprotocol = self._connection.subprotocol
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        result: bool | None = await self._manager.__aexit__(exc_type, exc, tb)
-        return result
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+        self.subprotocol = connection.subprotocol
 
     async def send(self, data: str | bytes) -> None:
         from trio_websocket import ConnectionClosed

@@ -3,9 +3,47 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import trio
+
 from ..datastructures import Headers
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+
+def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception in `group` that is not a `trio.Cancelled`, if there is one."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        elif not isinstance(exc, trio.Cancelled):
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else None
+
+
+@asynccontextmanager
+async def open_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery that raises its one real error as itself, not in a group.
+
+    A test that writes `pytest.raises(SomeError)` around a client block, or
+    reads a failed assertion, wants the error, not an ExceptionGroup of one.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        error = sole_error(group)
+        if error is None:
+            raise
+        raise error from None
 
 
 class WebSocketRejected(Exception):

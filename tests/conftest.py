@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+
+from trio_boca.testing import LiveServer, TestClient
+
+#: Every test that touches a connection runs under `trio.fail_after(TIMEOUT)`.
+TIMEOUT = 10
+
+
+class Transport:
+    """Opens an app in-process or under real hypercorn; both give `.websocket()`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.live = name == "hypercorn"
+
+    def __call__(self, app: Any) -> TestClient | LiveServer:
+        if self.live:
+            return LiveServer(app)
+        # Over a socket a view's exception reaches the client only as 1011 or
+        # 500, so the contract tests ask the same of the in-process client.
+        return TestClient(app, raise_server_exceptions=False)
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+@pytest.fixture(params=["in-process", "hypercorn"])
+def serve(request: pytest.FixtureRequest) -> Transport:
+    return Transport(request.param)
+
+
+def count_tasks() -> int:
+    """Every task alive in this Trio run."""
+
+    def walk(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(
+            walk(child) for nursery in task.child_nurseries for child in nursery.child_tasks
+        )
+
+    return walk(trio.lowlevel.current_root_task())
+
+
+async def settle_tasks(baseline: int, within: float = 2.0) -> int:
+    """Wait until no more than `baseline` tasks are alive; return the count."""
+    with trio.move_on_after(within):
+        while count_tasks() > baseline:
+            await trio.sleep(0.01)
+    return count_tasks()
+
+
+def records(
+    caplog: pytest.LogCaptureFixture, level: int, name: str = "trio_boca"
+) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == name and r.levelno == level]
+
+
+def no_server_errors(caplog: pytest.LogCaptureFixture) -> bool:
+    """Hypercorn logged no application error of its own."""
+    return not [r for r in caplog.records if r.name.startswith("hypercorn") and r.levelno >= 40]
+
+
+Factory = Callable[[Any], TestClient | LiveServer]

@@ -1,0 +1,282 @@
+"""Accepting, closing and rejecting: contract rows 1 to 4, in-process and over hypercorn."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from trio_boca import App, WebSocket, WebSocketDisconnect
+from trio_boca.testing import WebSocketRejected
+
+from .conftest import TIMEOUT, Transport
+
+
+async def test_auto_mode_accepts_before_the_view_and_closes_1000_on_return(serve: Transport) -> None:
+    app = App()
+
+    @app.websocket_route("/auto")
+    async def auto(ws: WebSocket) -> None:
+        await ws.send(ws.connection_state.value)
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server, server.websocket("/auto") as client:
+            assert await client.receive() == "CONNECTED"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await client.receive()
+    assert closed.value.code == 1000  # never hypercorn's 1011 for an app that returns
+
+
+async def test_manual_accept_and_close_send_code_and_reason(serve: Transport) -> None:
+    app = App()
+
+    @app.websocket_route("/manual", auto_accept=False)
+    async def manual(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send("hello")
+        await ws.close(4001, "see you")
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server, server.websocket("/manual") as client:
+            assert await client.receive() == "hello"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await client.receive()
+    assert (closed.value.code, closed.value.reason) == (4001, "see you")
+
+
+async def test_subprotocol_and_accept_headers(serve: Transport) -> None:
+    app = App()
+
+    @app.websocket_route("/proto", auto_accept=False)
+    async def proto(ws: WebSocket) -> None:
+        await ws.accept(subprotocol="chat.v2")
+        await ws.send(",".join(ws.subprotocols))
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server:
+            async with server.websocket("/proto", subprotocols=["chat.v1", "chat.v2"]) as client:
+                assert client.subprotocol == "chat.v2"
+                assert await client.receive() == "chat.v1,chat.v2"
+
+
+async def test_context_manager_accepts_and_closes_1000(serve: Transport) -> None:
+    app = App()
+    after_block = trio.Event()
+
+    @app.websocket_route("/hello", auto_accept=False)
+    async def hello(ws: WebSocket) -> None:
+        async with ws:
+            await ws.send("Hello, world!")
+        after_block.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server, server.websocket("/hello") as client:
+            assert await client.receive() == "Hello, world!"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await client.receive()
+            await after_block.wait()
+    assert closed.value.code == 1000
+
+
+async def test_context_manager_closes_1011_when_an_exception_escapes(serve: Transport) -> None:
+    app = App()
+    seen: list[BaseException] = []
+
+    @app.websocket_route("/oops", auto_accept=False)
+    async def oops(ws: WebSocket) -> None:
+        try:
+            async with ws:
+                raise KeyError("oops")
+        except KeyError as exc:
+            # The exception left the block: the client already has its 1011.
+            seen.append(exc)
+            assert ws.close_code == 1011
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server, server.websocket("/oops") as client:
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await client.receive()
+    assert closed.value.code == 1011
+    assert len(seen) == 1
+
+
+async def test_accept_then_context_manager_does_not_accept_twice(serve: Transport) -> None:
+    app = App()
+
+    @app.websocket_route("/both", auto_accept=False)
+    async def both(ws: WebSocket) -> None:
+        await ws.accept()
+        async with ws:
+            await ws.send("inside")
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server, server.websocket("/both") as client:
+            assert await client.receive() == "inside"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await client.receive()
+    assert closed.value.code == 1000
+
+
+async def test_context_manager_in_auto_mode_is_a_harmless_no_op_accept(serve: Transport) -> None:
+    app = App()
+
+    @app.websocket_route("/legacy")
+    async def legacy(ws: WebSocket) -> None:
+        async with ws:
+            await ws.send("still fine")
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server, server.websocket("/legacy") as client:
+            assert await client.receive() == "still fine"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await client.receive()
+    assert closed.value.code == 1000
+
+
+async def test_misuse_raises_runtime_errors_naming_the_state(serve: Transport) -> None:
+    app = App()
+
+    @app.websocket_route("/misuse", auto_accept=False)
+    async def misuse(ws: WebSocket) -> None:
+        errors = []
+        for attempt in (lambda: ws.send("too early"), lambda: ws.close()):
+            try:
+                await attempt()
+            except RuntimeError as exc:
+                errors.append(str(exc))
+        await ws.accept()
+        for attempt in (ws.accept, ws.reject):
+            try:
+                await attempt()
+            except RuntimeError as exc:
+                errors.append(str(exc))
+        for error in errors:
+            await ws.send(error)
+        await ws.close(4000, "first")
+        try:
+            await ws.close()
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        try:
+            await ws.send("too late")
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        await ws.ensure_closed()
+        await ws.ensure_closed(1011)
+        assert errors[-2:] == [
+            "cannot close() a WebSocket in state CLOSED: "
+            "it is already closed; use ensure_closed() when unsure",
+            "cannot send() a WebSocket in state CLOSED",
+        ]
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server, server.websocket("/misuse") as client:
+            assert await client.receive() == (
+                "cannot send() a WebSocket in state CONNECTING: accept() it first"
+            )
+            assert await client.receive() == (
+                "cannot close() a WebSocket in state CONNECTING: refuse a handshake with reject()"
+            )
+            assert await client.receive() == (
+                "cannot accept() a WebSocket in state CONNECTED: it is already accepted"
+            )
+            assert await client.receive() == (
+                "cannot reject() a WebSocket in state CONNECTED: reject() refuses a handshake; "
+                "end an accepted connection with close()"
+            )
+            # No 403 close frame after accept, no second close: just the first.
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await client.receive()
+    assert (closed.value.code, closed.value.reason) == (4000, "first")
+
+
+async def test_reject_before_accept_is_http_403(serve: Transport) -> None:
+    app = App()
+
+    @app.websocket_route("/no", auto_accept=False)
+    async def no(ws: WebSocket) -> None:
+        await ws.reject()
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server:
+            with pytest.raises(WebSocketRejected) as rejected:
+                async with server.websocket("/no"):
+                    pass  # pragma: no cover
+    assert rejected.value.status == 403
+
+
+async def test_reject_with_status_body_and_headers(serve: Transport) -> None:
+    app = App()
+
+    @app.websocket_route("/login", auto_accept=False)
+    async def login(ws: WebSocket) -> None:
+        await ws.reject(401, body=b"token expired", headers={"WWW-Authenticate": "Bearer"})
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server:
+            with pytest.raises(WebSocketRejected) as rejected:
+                async with server.websocket("/login"):
+                    pass  # pragma: no cover
+    assert rejected.value.status == 401
+    assert rejected.value.body == b"token expired"
+    assert rejected.value.headers["www-authenticate"] == "Bearer"
+
+
+async def test_reject_without_the_denial_extension_falls_back_to_403() -> None:
+    from trio_boca.testing import TestClient
+
+    app = App()
+
+    @app.websocket_route("/login", auto_accept=False)
+    async def login(ws: WebSocket) -> None:
+        await ws.reject(401, body=b"token expired")
+
+    with trio.fail_after(TIMEOUT):
+        async with TestClient(app) as client:
+            session = client.websocket("/login")
+            # Play a server that does not offer websocket.http.response.
+            del session._scope["extensions"]["websocket.http.response"]
+            with pytest.raises(WebSocketRejected) as rejected:
+                async with session:
+                    pass  # pragma: no cover
+    assert (rejected.value.status, rejected.value.body) == (403, b"")
+
+
+async def test_unknown_path_is_refused_with_404(serve: Transport) -> None:
+    app = App()
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server:
+            with pytest.raises(WebSocketRejected) as rejected:
+                async with server.websocket("/nowhere"):
+                    pass  # pragma: no cover
+    assert rejected.value.status == 404
+
+
+async def test_path_parameters_reach_the_view(serve: Transport) -> None:
+    app = App()
+
+    @app.websocket_route("/rooms/{room}/{seat:int}")
+    async def rooms(ws: WebSocket, room: str, seat: int) -> None:
+        assert ws.path_params == {"room": room, "seat": seat}
+        await ws.send_json({"room": room, "seat": seat, "q": ws.query_params.get("q")})
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server, server.websocket("/rooms/lobby/12?q=x%20y") as client:
+            assert await client.receive_json() == {"room": "lobby", "seat": 12, "q": "x y"}
+
+
+async def test_view_reads_url_headers_and_client(serve: Transport) -> None:
+    app = App()
+
+    @app.websocket_route("/who")
+    async def who(ws: WebSocket) -> None:
+        assert ws.client is not None
+        await ws.send_json(
+            {"path": ws.url.path, "scheme": ws.url.scheme, "agent": ws.headers.get("x-agent")}
+        )
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server:
+            async with server.websocket("/who", headers={"X-Agent": "tests"}) as client:
+                got = await client.receive_json()
+    assert got == {"path": "/who", "scheme": "ws", "agent": "tests"}
