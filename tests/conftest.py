@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from trio_boca.testing import LiveServer, TestClient
 
@@ -36,6 +37,12 @@ def serve(request: pytest.FixtureRequest) -> Transport:
     return Transport(request.param)
 
 
+async def task_baseline() -> int:
+    """The number of tasks alive once everything started so far has settled."""
+    await trio.testing.wait_all_tasks_blocked()
+    return count_tasks()
+
+
 def count_tasks() -> int:
     """Every task alive in this Trio run."""
 
@@ -44,13 +51,15 @@ def count_tasks() -> int:
             walk(child) for nursery in task.child_nurseries for child in nursery.child_tasks
         )
 
-    return walk(trio.lowlevel.current_root_task())
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    return walk(root)
 
 
 async def settle_tasks(baseline: int, within: float = 2.0) -> int:
     """Wait until no more than `baseline` tasks are alive; return the count."""
     with trio.move_on_after(within):
-        while count_tasks() > baseline:
+        while count_tasks() > baseline:  # noqa: ASYNC110 - nothing to wait on but the count
             await trio.sleep(0.01)
     return count_tasks()
 

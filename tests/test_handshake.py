@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import pytest
 import trio
 
@@ -11,7 +13,9 @@ from trio_boca.testing import WebSocketRejected
 from .conftest import TIMEOUT, Transport
 
 
-async def test_auto_mode_accepts_before_the_view_and_closes_1000_on_return(serve: Transport) -> None:
+async def test_auto_mode_accepts_before_the_view_and_closes_1000_on_return(
+    serve: Transport,
+) -> None:
     app = App()
 
     @app.websocket_route("/auto")
@@ -52,10 +56,12 @@ async def test_subprotocol_and_accept_headers(serve: Transport) -> None:
         await ws.send(",".join(ws.subprotocols))
 
     with trio.fail_after(TIMEOUT):
-        async with serve(app) as server:
-            async with server.websocket("/proto", subprotocols=["chat.v1", "chat.v2"]) as client:
-                assert client.subprotocol == "chat.v2"
-                assert await client.receive() == "chat.v1,chat.v2"
+        async with (
+            serve(app) as server,
+            server.websocket("/proto", subprotocols=["chat.v1", "chat.v2"]) as client,
+        ):
+            assert client.subprotocol == "chat.v2"
+            assert await client.receive() == "chat.v1,chat.v2"
 
 
 async def test_context_manager_accepts_and_closes_1000(serve: Transport) -> None:
@@ -132,37 +138,28 @@ async def test_context_manager_in_auto_mode_is_a_harmless_no_op_accept(serve: Tr
     assert closed.value.code == 1000
 
 
+async def refusal(call: Awaitable[None]) -> str:
+    """The message of the RuntimeError that `call` must raise."""
+    with pytest.raises(RuntimeError) as refused:
+        await call
+    return str(refused.value)
+
+
 async def test_misuse_raises_runtime_errors_naming_the_state(serve: Transport) -> None:
     app = App()
 
     @app.websocket_route("/misuse", auto_accept=False)
     async def misuse(ws: WebSocket) -> None:
-        errors = []
-        for attempt in (lambda: ws.send("too early"), lambda: ws.close()):
-            try:
-                await attempt()
-            except RuntimeError as exc:
-                errors.append(str(exc))
+        early = [await refusal(ws.send("too early")), await refusal(ws.close())]
         await ws.accept()
-        for attempt in (ws.accept, ws.reject):
-            try:
-                await attempt()
-            except RuntimeError as exc:
-                errors.append(str(exc))
-        for error in errors:
+        twice = [await refusal(ws.accept()), await refusal(ws.reject())]
+        for error in early + twice:
             await ws.send(error)
         await ws.close(4000, "first")
-        try:
-            await ws.close()
-        except RuntimeError as exc:
-            errors.append(str(exc))
-        try:
-            await ws.send("too late")
-        except RuntimeError as exc:
-            errors.append(str(exc))
+        late = [await refusal(ws.close()), await refusal(ws.send("too late"))]
         await ws.ensure_closed()
         await ws.ensure_closed(1011)
-        assert errors[-2:] == [
+        assert late == [
             "cannot close() a WebSocket in state CLOSED: "
             "it is already closed; use ensure_closed() when unsure",
             "cannot send() a WebSocket in state CLOSED",
@@ -276,7 +273,9 @@ async def test_view_reads_url_headers_and_client(serve: Transport) -> None:
         )
 
     with trio.fail_after(TIMEOUT):
-        async with serve(app) as server:
-            async with server.websocket("/who", headers={"X-Agent": "tests"}) as client:
-                got = await client.receive_json()
+        async with (
+            serve(app) as server,
+            server.websocket("/who", headers={"X-Agent": "tests"}) as client,
+        ):
+            got = await client.receive_json()
     assert got == {"path": "/who", "scheme": "ws", "agent": "tests"}

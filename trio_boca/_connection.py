@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import trio
 
-from ._inbox import Inbox, Message
+from ._inbox import Message
 from .websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 if sys.version_info < (3, 11):
@@ -86,7 +86,9 @@ async def run_connection(
     return failure
 
 
-async def _pump(receive: Receive, ws: WebSocket, view_scope: trio.CancelScope, limits: Limits) -> None:
+async def _pump(
+    receive: Receive, ws: WebSocket, view_scope: trio.CancelScope, limits: Limits
+) -> None:
     inbox = ws._inbox
     while True:
         message = await receive()

@@ -54,7 +54,9 @@ class App:
     ) -> None:
         if inbox_messages < 1 or inbox_bytes < 1:
             raise ValueError("inbox_messages and inbox_bytes must be at least 1")
-        self.limits = Limits(inbox_messages, inbox_bytes, stall_timeout, disconnect_grace, close_timeout)
+        self.limits = Limits(
+            inbox_messages, inbox_bytes, stall_timeout, disconnect_grace, close_timeout
+        )
         self.websocket_routes: Router[WebSocketRoute] = Router("WebSocket")
 
     def websocket_route(

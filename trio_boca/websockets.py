@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import enum
 import json
-from http import HTTPStatus
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal
 
 import trio
@@ -44,7 +44,9 @@ DEFAULT_CAUGHT_CLOSE_CODES = frozenset({1000, 1001, 1005, 1006})
 
 # Codes an endpoint may put in a close frame (RFC 6455 section 7.4).
 # 1005, 1006 and 1015 are reserved for reporting and never sent.
-_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
+_SENDABLE_CODES = frozenset(
+    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+)
 
 
 class WebSocketDisconnect(Exception):
@@ -61,7 +63,9 @@ class WebSocketDisconnect(Exception):
         self.reason = reason
 
     def __str__(self) -> str:
-        return f"WebSocket closed with code {self.code}" + (f": {self.reason}" if self.reason else "")
+        return f"WebSocket closed with code {self.code}" + (
+            f": {self.reason}" if self.reason else ""
+        )
 
 
 class WebSocketState(enum.Enum):
@@ -419,7 +423,7 @@ def _decode(event: Message, kind: MessageType) -> Any:
             raise _BadMessage(1003, "expected a binary message, got text")
         return data
     try:
-        return json.loads(text if text is not None else data)
+        return json.loads(text if text is not None else (data or b""))
     except ValueError as exc:
         raise _BadMessage(1007, f"invalid JSON: {exc}"[:123]) from None
 

@@ -9,6 +9,7 @@ test that passes here also passes over a socket.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -183,7 +184,9 @@ class TestWebSocket(ClientWebSocket):
         kind = message["type"]
         following = _ALLOWED[self._server].get(kind)
         if following is None:
-            raise RuntimeError(f"ASGI message {kind!r} is not allowed in state {self._server.value}")
+            raise RuntimeError(
+                f"ASGI message {kind!r} is not allowed in state {self._server.value}"
+            )
         if kind == "websocket.http.response.body" and not message.get("more_body", False):
             following = _Server.CLOSED
         self._server = following
@@ -216,10 +219,8 @@ class TestWebSocket(ClientWebSocket):
         rejection = await self._read_rejection(message)
         # The handshake is over; like a server, tell the app, and let it end.
         self._client_closed = True
-        try:
+        with contextlib.suppress(trio.WouldBlock, trio.BrokenResourceError):
             self._to_app.send_nowait({"type": "websocket.disconnect", "code": 1000})
-        except (trio.WouldBlock, trio.BrokenResourceError):
-            pass  # the app is not listening any more
         await self._done.wait()
         raise self._failure() or rejection
 
@@ -294,10 +295,11 @@ class TestWebSocket(ClientWebSocket):
 
     async def _leave(self, code: int, reason: str) -> None:
         self._client_closed = True
-        try:
-            await self._to_app.send({"type": "websocket.disconnect", "code": code, "reason": reason})
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the app has already finished
+        # The app may have finished already; then there is nobody to tell.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await self._to_app.send(
+                {"type": "websocket.disconnect", "code": code, "reason": reason}
+            )
 
 
 class _Lifespan:

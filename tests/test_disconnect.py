@@ -1,0 +1,200 @@
+"""A client that leaves: contract rows 7 and 9."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import trio
+import trio.lowlevel
+
+from trio_boca import App, WebSocket, WebSocketDisconnect
+
+from .conftest import TIMEOUT, Transport, settle_tasks, task_baseline
+from .rawclient import RawClient
+
+
+class ViewProbe:
+    """What a view reports about how it ended."""
+
+    def __init__(self) -> None:
+        self.started = trio.Event()
+        self.ended = trio.Event()
+        self.ended_at = 0.0
+        self.cancelled = False
+        self.after_loop = False
+
+    def end(self) -> None:
+        self.ended_at = trio.current_time()
+        self.ended.set()
+
+
+def only_sends(probe: ViewProbe) -> App:
+    app = App()
+
+    @app.websocket_route("/ticker")
+    async def ticker(ws: WebSocket) -> None:
+        probe.started.set()
+        try:
+            while True:
+                await ws.send("tick")
+                await trio.sleep(0.05)
+        except trio.Cancelled:
+            probe.cancelled = True
+            raise
+        finally:
+            probe.end()
+
+    return app
+
+
+def only_waits(probe: ViewProbe) -> App:
+    app = App()
+
+    @app.websocket_route("/waiter")
+    async def waiter(ws: WebSocket) -> None:
+        probe.started.set()
+        try:
+            await trio.sleep_forever()  # e.g. waiting on a broadcast that never comes
+        except trio.Cancelled:
+            probe.cancelled = True
+            raise
+        finally:
+            probe.end()
+
+    return app
+
+
+@pytest.mark.parametrize(("make_app", "path"), [(only_sends, "/ticker"), (only_waits, "/waiter")])
+async def test_a_view_that_does_not_receive_is_cancelled_when_its_client_leaves(
+    serve: Transport, make_app: Callable[[ViewProbe], App], path: str
+) -> None:
+    probe = ViewProbe()
+    app = make_app(probe)
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server:
+            baseline = await task_baseline()
+            async with server.websocket(path) as client:
+                await probe.started.wait()
+                if path == "/ticker":
+                    assert await client.receive() == "tick"
+                left_at = trio.current_time()
+                await client.close()
+            await probe.ended.wait()
+            assert probe.cancelled
+            assert probe.ended_at - left_at < 0.2
+            # Nothing the view or the framework started is still alive.
+            assert await settle_tasks(baseline) <= baseline
+
+
+async def test_a_vanished_client_cancels_the_view_too() -> None:
+    """A TCP close with no close frame, as when a phone loses its signal."""
+    from trio_boca.testing import LiveServer
+
+    probe = ViewProbe()
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(only_waits(probe)) as server:
+            client = await RawClient.connect(server.port, "/waiter")
+            await probe.started.wait()
+            left_at = trio.current_time()
+            await client.abort()
+            await probe.ended.wait()
+    assert probe.cancelled
+    assert probe.ended_at - left_at < 0.2
+
+
+async def test_async_for_ends_when_the_client_leaves_and_the_view_goes_on(
+    serve: Transport,
+) -> None:
+    app = App()
+    probe = ViewProbe()
+    got: list[str] = []
+
+    @app.websocket_route("/echo")
+    async def echo(ws: WebSocket) -> None:
+        async for message in ws:
+            got.append(message)
+            await ws.send(message)
+        # The loop ended by itself, not by cancellation: async code still runs.
+        await trio.lowlevel.checkpoint()
+        probe.after_loop = True
+        probe.end()
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server:
+            async with server.websocket("/echo") as client:
+                for word in ("one", "two", "three"):
+                    await client.send(word)
+                # Leave at once, while the view may still be echoing.
+                await client.close()
+            await probe.ended.wait()
+    assert probe.after_loop
+    assert got == ["one", "two", "three"]
+
+
+async def test_sending_to_a_client_that_left_is_not_an_error(serve: Transport) -> None:
+    app = App()
+    probe = ViewProbe()
+
+    @app.websocket_route("/late")
+    async def late(ws: WebSocket) -> None:
+        await ws.receive()  # the client's only message
+        with pytest.raises(WebSocketDisconnect):
+            await ws.receive()  # ... then it leaves
+        assert ws.client_gone and ws.close_code is not None
+        await ws.send("into the void")  # like a socket: goes nowhere, raises nothing
+        await ws.close()
+        probe.end()
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server:
+            async with server.websocket("/late") as client:
+                await client.send("bye")
+            await probe.ended.wait()
+
+
+async def test_invalid_json_closes_that_connection_with_1007_and_others_go_on(
+    serve: Transport,
+) -> None:
+    app = App()
+
+    @app.websocket_route("/json", value_type="json")
+    async def json_echo(ws: WebSocket) -> None:
+        async for value in ws:
+            await ws.send({"echo": value})
+
+    with trio.fail_after(TIMEOUT):
+        async with (
+            serve(app) as server,
+            server.websocket("/json") as good,
+            server.websocket("/json") as bad,
+        ):
+            await bad.send("{not json")
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await bad.receive()
+            await good.send_json({"n": 1})
+            assert await good.receive_json() == {"echo": {"n": 1}}
+    assert closed.value.code == 1007
+    assert closed.value.reason.startswith("invalid JSON")
+
+
+@pytest.mark.parametrize(
+    ("receive_type", "payload", "reason"),
+    [("text", b"\x00", "expected a text message"), ("bytes", "text", "expected a binary message")],
+)
+async def test_the_wrong_kind_of_frame_closes_with_1003(
+    serve: Transport, receive_type: str, payload: str | bytes, reason: str
+) -> None:
+    app = App()
+
+    @app.websocket_route("/typed", receive_type=receive_type)  # type: ignore[arg-type]
+    async def typed(ws: WebSocket) -> None:
+        await ws.receive()
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server, server.websocket("/typed") as client:
+            await client.send(payload)
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await client.receive()
+    assert closed.value.code == 1003
+    assert closed.value.reason.startswith(reason)

@@ -1,0 +1,209 @@
+"""Exceptions and client close codes: contract rows 5 and 6."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any
+
+import pytest
+import trio
+
+from trio_boca import App, WebSocket, WebSocketDisconnect
+from trio_boca.testing import TestClient, WebSocketRejected
+
+from .conftest import TIMEOUT, Transport, no_server_errors, records
+
+ViewFn = Callable[..., Awaitable[None]]
+
+
+def record_escape(escaped: list[BaseException]) -> Callable[[ViewFn], ViewFn]:
+    """Wrap a view to record what propagates out of it."""
+
+    def decorate(view: ViewFn) -> ViewFn:
+        @wraps(view)
+        async def wrapper(ws: WebSocket, **params: Any) -> None:
+            try:
+                await view(ws, **params)
+            except BaseException as exc:
+                escaped.append(exc)
+                raise
+
+        return wrapper
+
+    return decorate
+
+
+async def test_exception_after_accept_closes_1011_and_is_logged_once(
+    serve: Transport, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App()
+
+    @app.websocket_route("/crash")
+    async def crash(ws: WebSocket) -> None:
+        await ws.send("about to fail")
+        raise ValueError("the view broke")
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server, server.websocket("/crash") as client:
+            assert await client.receive() == "about to fail"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await client.receive()
+    assert closed.value.code == 1011
+    [error] = records(caplog, logging.ERROR)
+    assert error.exc_info is not None and isinstance(error.exc_info[1], ValueError)
+    assert "/crash" in error.getMessage()
+    assert no_server_errors(caplog)  # hypercorn did not log it a second time
+
+
+async def test_exception_before_accept_is_http_500(
+    serve: Transport, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App()
+
+    @app.websocket_route("/early", auto_accept=False)
+    async def early(ws: WebSocket) -> None:
+        raise LookupError("no such user")
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server:
+            with pytest.raises(WebSocketRejected) as rejected:
+                async with server.websocket("/early"):
+                    pass  # pragma: no cover
+    assert rejected.value.status == 500
+    [error] = records(caplog, logging.ERROR)
+    assert error.exc_info is not None and isinstance(error.exc_info[1], LookupError)
+    assert no_server_errors(caplog)
+
+
+async def test_a_normal_client_close_ends_the_view_quietly(
+    serve: Transport, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App()
+    escaped: list[BaseException] = []
+    finished = trio.Event()
+
+    @app.websocket_route("/chat")
+    @record_escape(escaped)
+    async def chat(ws: WebSocket) -> None:
+        try:
+            async with ws:
+                async for message in ws:
+                    await ws.send(message)
+        finally:
+            finished.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server:
+            async with server.websocket("/chat") as client:
+                await client.send("hi")
+                assert await client.receive() == "hi"
+                await client.close(1000)
+            await finished.wait()
+    assert escaped == []
+    assert records(caplog, logging.WARNING) == records(caplog, logging.ERROR) == []
+
+
+@pytest.mark.parametrize("style", ["async with", "async for", "receive"])
+async def test_an_uncaught_close_code_propagates_and_is_logged_once_without_traceback(
+    serve: Transport, caplog: pytest.LogCaptureFixture, style: str
+) -> None:
+    app = App()
+    escaped: list[BaseException] = []
+    finished = trio.Event()
+
+    @app.websocket_route("/strict", caught_close_codes=[1000])
+    @record_escape(escaped)
+    async def strict(ws: WebSocket) -> None:
+        try:
+            if style == "async with":
+                async with ws:
+                    await ws.receive()
+            elif style == "async for":
+                async for _ in ws:
+                    pass
+            else:
+                await ws.receive()
+        finally:
+            finished.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server:
+            async with server.websocket("/strict") as client:
+                await client.close(4002, "bye")
+            await finished.wait()
+    # hypercorn 0.18 reports every client close as 1006 and drops the reason.
+    expected = WebSocketDisconnect(1006, "") if serve.live else WebSocketDisconnect(4002, "bye")
+    [exc] = escaped
+    assert isinstance(exc, WebSocketDisconnect)
+    assert (exc.code, exc.reason) == (expected.code, expected.reason)
+    [warning] = records(caplog, logging.WARNING)
+    assert warning.exc_info is None
+    assert str(expected.code) in warning.getMessage()
+    assert records(caplog, logging.ERROR) == []
+
+
+async def test_close_codes_from_hypercorn_are_1006_for_every_client_close() -> None:
+    """Pins the hypercorn behaviour our default caught codes are chosen for.
+
+    If this starts failing, hypercorn passes the client's real code through
+    (hypercorn #127) and DEFAULT_CAUGHT_CLOSE_CODES can be revisited.
+    """
+    from trio_boca.testing import LiveServer
+
+    app = App()
+    seen: list[int] = []
+    finished = trio.Event()
+
+    @app.websocket_route("/code", caught_close_codes=[])
+    async def code(ws: WebSocket) -> None:
+        try:
+            await ws.receive()
+        except WebSocketDisconnect as exc:
+            seen.append(exc.code)
+            finished.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(app) as server:
+            async with server.websocket("/code") as client:
+                await client.close(1000)
+            await finished.wait()
+    assert seen == [1006]
+
+
+async def test_test_client_reraises_view_exceptions_by_default() -> None:
+    app = App()
+
+    @app.websocket_route("/crash")
+    async def crash(ws: WebSocket) -> None:
+        raise ValueError("the view broke")
+
+    @app.websocket_route("/early", auto_accept=False)
+    async def early(ws: WebSocket) -> None:
+        raise LookupError("before accept")
+
+    with trio.fail_after(TIMEOUT):
+        async with TestClient(app) as client:
+            with pytest.raises(ValueError, match="the view broke"):
+                async with client.websocket("/crash") as ws:
+                    await ws.receive()
+            # Also when the test never reads: raised on leaving the block.
+            with pytest.raises(ValueError, match="the view broke"):
+                async with client.websocket("/crash"):
+                    pass
+            with pytest.raises(LookupError, match="before accept"):
+                async with client.websocket("/early"):
+                    pass  # pragma: no cover
+
+
+async def test_a_view_must_be_async_and_types_must_be_known() -> None:
+    app = App()
+
+    def sync_view(ws: WebSocket) -> None:  # pragma: no cover
+        pass
+
+    with pytest.raises(TypeError, match="sync_view"):
+        app.websocket_route("/sync")(sync_view)  # type: ignore[type-var]
+    with pytest.raises(ValueError, match="receive_type='xml'"):
+        app.websocket_route("/xml", receive_type="xml")  # type: ignore[arg-type]
