@@ -178,7 +178,8 @@ async def test_misuse_raises_runtime_errors_naming_the_state(serve: Transport) -
             )
             assert await client.receive() == (
                 "cannot reject() a WebSocket in state CONNECTED: reject() refuses a handshake; "
-                "end an accepted connection with close()"
+                "end an accepted connection with close(), "
+                "or declare the route with auto_accept=False to decide before accepting"
             )
             # No 403 close frame after accept, no second close: just the first.
             with pytest.raises(WebSocketDisconnect) as closed:

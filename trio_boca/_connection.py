@@ -75,7 +75,7 @@ async def run_connection(
         try:
             with view_scope:
                 if auto_accept:
-                    await ws.accept()
+                    await ws._accept_for_view()
                 await view()
         except BaseException as exc:
             outcome = exc

@@ -88,7 +88,10 @@ _HINTS = {
     ("accept", _CONNECTED): "it is already accepted",
     ("close", _CONNECTING): "refuse a handshake with reject()",
     ("close", _CLOSED): "it is already closed; use ensure_closed() when unsure",
-    ("reject", _CONNECTED): "reject() refuses a handshake; end an accepted connection with close()",
+    ("reject", _CONNECTED): (
+        "reject() refuses a handshake; end an accepted connection with close(), "
+        "or declare the route with auto_accept=False to decide before accepting"
+    ),
     ("send", _CONNECTING): "accept() it first",
     ("receive", _CONNECTING): "accept() it first",
 }
@@ -132,6 +135,8 @@ class WebSocket:
         self._close_timeout = close_timeout
         # Set once the view has been told, by receive(), that the client left.
         self._told = trio.Event()
+        # True from the framework's automatic accept until the view accepts.
+        self._auto_accepted = False
 
     # -- what the view can read --------------------------------------------
 
@@ -196,7 +201,23 @@ class WebSocket:
         subprotocol: str | None = None,
         headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
     ) -> None:
-        """Accept the handshake, optionally choosing one of the client's subprotocols."""
+        """Accept the handshake, optionally choosing one of the client's subprotocols.
+
+        On a route with `auto_accept=True` the framework has accepted already;
+        the view's first `accept()` without arguments is then a no-op, so code
+        written for views that accept by hand keeps working (as `async with ws:`
+        does). Anything more is an error: accepting twice, or asking for a
+        subprotocol or headers the automatic accept could not send.
+        """
+        if self._auto_accepted and self.connection_state is _CONNECTED:
+            self._auto_accepted = False
+            if subprotocol is None and headers is None:
+                await trio.lowlevel.checkpoint()
+                return
+            raise RuntimeError(
+                "cannot accept() a WebSocket in state CONNECTED: the route accepted it "
+                "already; declare it with auto_accept=False to choose a subprotocol or headers"
+            )
         if subprotocol is not None and subprotocol not in self.subprotocols:
             raise ValueError(
                 f"subprotocol {subprotocol!r} was not offered by the client "
@@ -393,6 +414,10 @@ class WebSocket:
         return False
 
     # -- called by the connection --------------------------------------------
+
+    async def _accept_for_view(self) -> None:
+        await self.accept()
+        self._auto_accepted = True
 
     def _client_left(self, code: int, reason: str) -> None:
         self.client_gone = True

@@ -310,11 +310,18 @@ class _Lifespan:
         self._to_app, self._app_inbox = trio.open_memory_channel[Message](1)
         self._app_outbox, self._from_app = trio.open_memory_channel[Message](math.inf)
         self._supported = True
+        self._started = False
 
     async def _run(self) -> None:
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
         try:
             await self._app(scope, self._app_inbox.receive, self._app_outbox.send)
+        except Exception:
+            # Servers read an app that raises on the lifespan scope as one that
+            # does not support it, and go on without; so do we. A failure
+            # after startup is the app's to report.
+            if self._started:
+                raise
         finally:
             self._app_outbox.close()
 
@@ -327,6 +334,7 @@ class _Lifespan:
             return
         if reply["type"] == f"lifespan.{event}.failed":
             raise RuntimeError(f"lifespan {event} failed: {reply.get('message', '')}")
+        self._started = True
 
     async def start(self, nursery: trio.Nursery) -> None:
         nursery.start_soon(self._run)

@@ -1,0 +1,73 @@
+"""Every example in examples/ does what its docstring promises."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import trio
+
+from examples.auth import app as auth_app
+from examples.echo import app as echo_app
+from trio_boca import WebSocketDisconnect
+from trio_boca.testing import WebSocketRejected
+
+from .conftest import TIMEOUT, Transport
+
+
+async def test_echo(serve: Transport) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serve(echo_app) as server, server.websocket("/echo") as client:
+            for message in ("hello", "wörld", ""):
+                await client.send(message)
+                assert await client.receive() == message
+
+
+async def test_auth_accepts_the_right_key(serve: Transport) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serve(auth_app) as server, server.websocket("/secret?api_key=SECRET") as client:
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await client.receive()
+    assert closed.value.code == 1000
+
+
+@pytest.mark.parametrize("query", ["", "?api_key=wrong"])
+async def test_auth_rejects_anything_else_with_403(serve: Transport, query: str) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serve(auth_app) as server:
+            with pytest.raises(WebSocketRejected) as rejected:
+                async with server.websocket("/secret" + query):
+                    pass  # pragma: no cover
+    assert rejected.value.status == 403
+
+
+async def test_login_answers_401_with_a_reason(serve: Transport) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with serve(auth_app) as server:
+            with pytest.raises(WebSocketRejected) as rejected:
+                async with server.websocket("/login"):
+                    pass  # pragma: no cover
+            headers = {"Authorization": "Bearer SECRET"}
+            async with server.websocket("/login", headers=headers) as client:
+                assert await client.receive() == "welcome"
+    assert rejected.value.status == 401
+    assert rejected.value.body == b"a valid bearer token is required"
+    assert rejected.value.headers["www-authenticate"] == "Bearer"
+
+
+async def test_terminal_client_talks_to_the_echo_server() -> None:
+    """examples/client.py, as a person would run it, against a real server."""
+    from trio_boca.testing import LiveServer
+
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(echo_app) as server:
+            url = f"ws://127.0.0.1:{server.port}/echo"
+            result = await trio.run_process(
+                [sys.executable, "examples/client.py", url],
+                stdin=b"hello\nagain\n",
+                capture_stdout=True,
+                capture_stderr=True,
+            )
+    lines = result.stdout.decode().splitlines()
+    assert lines[0] == f"connected to {url}; type a message, Ctrl-D to leave"
+    assert "< hello" in lines and "< again" in lines
