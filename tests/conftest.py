@@ -14,6 +14,7 @@ from trio_boca.testing import LiveServer, TestClient
 TIMEOUT = 10
 
 
+# --8<-- [start:transport]
 class Transport:
     """Opens an app in-process or under real hypercorn; both give `.websocket()`."""
 
@@ -35,6 +36,9 @@ class Transport:
 @pytest.fixture(params=["in-process", "hypercorn"])
 def serve(request: pytest.FixtureRequest) -> Transport:
     return Transport(request.param)
+
+
+# --8<-- [end:transport]
 
 
 async def task_baseline() -> int:

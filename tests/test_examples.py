@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import pytest
@@ -71,3 +72,29 @@ async def test_terminal_client_talks_to_the_echo_server() -> None:
     lines = result.stdout.decode().splitlines()
     assert lines[0] == f"connected to {url}; type a message, Ctrl-D to leave"
     assert "< hello" in lines and "< again" in lines
+
+
+async def test_clock_stops_when_its_client_leaves(serve: Transport) -> None:
+    from datetime import datetime
+
+    from examples.clock import app as clock_app
+
+    stopped = trio.Event()
+
+    class OnStop(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            stopped.set()
+
+    clock_logger = logging.getLogger("examples.clock")
+    handler = OnStop(logging.INFO)
+    clock_logger.addHandler(handler)
+    clock_logger.setLevel(logging.INFO)
+    try:
+        with trio.fail_after(TIMEOUT):
+            async with serve(clock_app) as server:
+                async with server.websocket("/clock") as client:
+                    datetime.fromisoformat(await client.receive_text())
+                with trio.fail_after(0.5):  # well before the next tick
+                    await stopped.wait()
+    finally:
+        clock_logger.removeHandler(handler)
