@@ -198,3 +198,33 @@ async def test_the_wrong_kind_of_frame_closes_with_1003(
                 await client.receive()
     assert closed.value.code == 1003
     assert closed.value.reason.startswith(reason)
+
+
+async def test_work_after_the_view_closed_is_not_cancelled_by_the_clients_goodbye(
+    serve: Transport,
+) -> None:
+    app = App()
+    probe = ViewProbe()
+
+    @app.websocket_route("/then", auto_accept=False)
+    async def then(ws: WebSocket) -> None:
+        async with ws:
+            await ws.send("bye")
+        # The client answers our close; that must not cancel what follows.
+        try:
+            await trio.sleep(0.3)
+            probe.after_loop = True
+        except trio.Cancelled:
+            probe.cancelled = True
+            raise
+        finally:
+            probe.end()
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server:
+            async with server.websocket("/then") as client:
+                assert await client.receive() == "bye"
+                with pytest.raises(WebSocketDisconnect):
+                    await client.receive()
+            await probe.ended.wait()
+    assert probe.after_loop and not probe.cancelled

@@ -280,3 +280,22 @@ async def test_view_reads_url_headers_and_client(serve: Transport) -> None:
         ):
             got = await client.receive_json()
     assert got == {"path": "/who", "scheme": "ws", "agent": "tests"}
+
+
+async def test_close_refuses_codes_and_reasons_a_server_may_not_send(serve: Transport) -> None:
+    app = App()
+
+    @app.websocket_route("/codes")
+    async def codes(ws: WebSocket) -> None:
+        for code in (403, 1005, 1006, 1010, 1015, 2999, 5000):
+            with pytest.raises(ValueError, match=f"{code} is not a close code"):
+                await ws.close(code)
+        with pytest.raises(ValueError, match="123 bytes"):
+            await ws.close(1000, "é" * 62)
+        await ws.close(4999, "é" * 61)  # nothing above changed the state
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server, server.websocket("/codes") as client:
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await client.receive()
+    assert (closed.value.code, closed.value.reason) == (4999, "é" * 61)

@@ -33,6 +33,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _CONNECTING = WebSocketState.CONNECTING
+_OPEN = (WebSocketState.CONNECTING, WebSocketState.CONNECTED)
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,8 @@ async def _pump(
             return
         if kind == "websocket.disconnect":
             ws._client_left(message.get("code", 1005), message.get("reason") or "")
+            if ws.connection_state not in _OPEN:
+                return  # the client acknowledged our close or rejection: all done
             # A view blocked in receive() is told at once and finishes on its
             # own; give one that is busy elsewhere a moment to come back to
             # receive(), so that `async for` loops end the same way whatever
@@ -133,21 +136,21 @@ async def _finish(
     failure: BaseException | None = None
     leaves = [] if outcome is None else _leaves(outcome)
     disconnects = [e for e in leaves if isinstance(e, WebSocketDisconnect)]
-    if outcome is None:
-        if cancelled_for_leaving and ws.client_gone:
-            _log_departure(ws, ws.close_code or 1005, ws.close_reason or "")
-        code, reason, status = 1000, "", 403
-    elif all(isinstance(e, trio.Cancelled) for e in leaves):
-        logger.debug("WebSocket %s cancelled from outside; closing with 1001", path)
-        code, reason, status = 1001, "server shutting down", 503
-    elif len(disconnects) == len(leaves):
+    errors = [e for e in leaves if not isinstance(e, (WebSocketDisconnect, trio.Cancelled))]
+    if disconnects:
         _log_departure(ws, disconnects[0].code, disconnects[0].reason)
-        code, reason, status = 1000, "", 403
-    else:
+    elif cancelled_for_leaving and ws.client_gone:
+        _log_departure(ws, ws.close_code or 1005, ws.close_reason or "")
+    if errors:
         answered = "answered 500" if ws.connection_state is _CONNECTING else "closed with 1011"
         logger.error("WebSocket view for %s failed; %s", path, answered, exc_info=outcome)
         code, reason, status = 1011, "", 500
         failure = outcome
+    elif len(disconnects) < len(leaves):  # the rest are Cancelled, from outside
+        logger.debug("WebSocket %s cancelled from outside; closing with 1001", path)
+        code, reason, status = 1001, "server shutting down", 503
+    else:  # returned, cancelled because the client left, or told it left
+        code, reason, status = 1000, "", 403
     await ws._close_on_the_way_out(code, reason, refuse_with=status)
     return failure
 

@@ -42,11 +42,9 @@ MESSAGE_TYPES: tuple[MessageType, ...] = ("text", "bytes", "json", "event")
 #: ordinary life for a server, not an error to log.
 DEFAULT_CAUGHT_CLOSE_CODES = frozenset({1000, 1001, 1005, 1006})
 
-# Codes an endpoint may put in a close frame (RFC 6455 section 7.4).
-# 1005, 1006 and 1015 are reserved for reporting and never sent.
-_SENDABLE_CODES = frozenset(
-    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
-)
+# Codes a server may put in a close frame (RFC 6455 section 7.4). 1005, 1006
+# and 1015 are reserved for reporting, never sent; 1010 is for clients only.
+_SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1012, 1013, 1014})
 
 
 class WebSocketDisconnect(Exception):
