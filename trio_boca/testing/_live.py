@@ -160,6 +160,8 @@ class LiveWebSocket(ClientWebSocket):
         return message
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
         await self._connection.aclose(code, reason or None)
 
     def _closed(self, exc: Any) -> WebSocketDisconnect:

@@ -65,7 +65,8 @@ class ClientWebSocket:
     """The client side of a test connection.
 
     `receive()` raises `trio_boca.WebSocketDisconnect(code, reason)` once the
-    server has closed; `close_code` and `close_reason` then say how.
+    server has closed. `close_code` and `close_reason` say how the connection
+    closed, whichever side began it.
     Subclasses provide `send`, `receive` and `close`.
     """
 
