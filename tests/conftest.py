@@ -8,7 +8,8 @@ import pytest
 import trio
 import trio.testing
 
-from trio_boca.testing import LiveServer, TestClient
+from trio_boca import WebSocketDisconnect
+from trio_boca.testing import ClientWebSocket, LiveServer, TestClient, WebSocketRejected
 
 #: Every test that touches a connection runs under `trio.fail_after(TIMEOUT)`.
 TIMEOUT = 10
@@ -66,6 +67,21 @@ async def settle_tasks(baseline: int, within: float = 2.0) -> int:
         while count_tasks() > baseline:  # noqa: ASYNC110 - nothing to wait on but the count
             await trio.sleep(0.01)
     return count_tasks()
+
+
+async def refused(server: TestClient | LiveServer, path: str, **options: Any) -> WebSocketRejected:
+    """The rejection the server answers a handshake to `path` with."""
+    with pytest.raises(WebSocketRejected) as rejected:
+        async with server.websocket(path, **options):
+            pass  # pragma: no cover
+    return rejected.value
+
+
+async def server_close(client: ClientWebSocket) -> WebSocketDisconnect:
+    """Receive until the server closes; how it closed."""
+    with pytest.raises(WebSocketDisconnect) as closed:
+        await client.receive()
+    return closed.value
 
 
 def records(

@@ -10,7 +10,7 @@ import trio.lowlevel
 
 from trio_boca import App, WebSocket, WebSocketDisconnect
 
-from .conftest import TIMEOUT, Transport, settle_tasks, task_baseline
+from .conftest import TIMEOUT, Transport, server_close, settle_tasks, task_baseline
 from .rawclient import RawClient
 
 
@@ -170,12 +170,11 @@ async def test_invalid_json_closes_that_connection_with_1007_and_others_go_on(
             server.websocket("/json") as bad,
         ):
             await bad.send("{not json")
-            with pytest.raises(WebSocketDisconnect) as closed:
-                await bad.receive()
+            closed = await server_close(bad)
             await good.send_json({"n": 1})
             assert await good.receive_json() == {"echo": {"n": 1}}
-    assert closed.value.code == 1007
-    assert closed.value.reason.startswith("invalid JSON")
+    assert closed.code == 1007
+    assert closed.reason.startswith("invalid JSON")
 
 
 @pytest.mark.parametrize(
@@ -194,10 +193,9 @@ async def test_the_wrong_kind_of_frame_closes_with_1003(
     with trio.fail_after(TIMEOUT):
         async with serve(app) as server, server.websocket("/typed") as client:
             await client.send(payload)
-            with pytest.raises(WebSocketDisconnect) as closed:
-                await client.receive()
-    assert closed.value.code == 1003
-    assert closed.value.reason.startswith(reason)
+            closed = await server_close(client)
+    assert closed.code == 1003
+    assert closed.reason.startswith(reason)
 
 
 async def test_work_after_the_view_closed_is_not_cancelled_by_the_clients_goodbye(

@@ -10,10 +10,8 @@ import trio
 
 from examples.auth import app as auth_app
 from examples.echo import app as echo_app
-from trio_boca import WebSocketDisconnect
-from trio_boca.testing import WebSocketRejected
 
-from .conftest import TIMEOUT, Transport
+from .conftest import TIMEOUT, Transport, refused, server_close
 
 
 async def test_echo(serve: Transport) -> None:
@@ -27,33 +25,28 @@ async def test_echo(serve: Transport) -> None:
 async def test_auth_accepts_the_right_key(serve: Transport) -> None:
     with trio.fail_after(TIMEOUT):
         async with serve(auth_app) as server, server.websocket("/secret?api_key=SECRET") as client:
-            with pytest.raises(WebSocketDisconnect) as closed:
-                await client.receive()
-    assert closed.value.code == 1000
+            closed = await server_close(client)
+    assert closed.code == 1000
 
 
 @pytest.mark.parametrize("query", ["", "?api_key=wrong"])
 async def test_auth_rejects_anything_else_with_403(serve: Transport, query: str) -> None:
     with trio.fail_after(TIMEOUT):
         async with serve(auth_app) as server:
-            with pytest.raises(WebSocketRejected) as rejected:
-                async with server.websocket("/secret" + query):
-                    pass  # pragma: no cover
-    assert rejected.value.status == 403
+            rejected = await refused(server, "/secret" + query)
+    assert rejected.status == 403
 
 
 async def test_login_answers_401_with_a_reason(serve: Transport) -> None:
     with trio.fail_after(TIMEOUT):
         async with serve(auth_app) as server:
-            with pytest.raises(WebSocketRejected) as rejected:
-                async with server.websocket("/login"):
-                    pass  # pragma: no cover
+            rejected = await refused(server, "/login")
             headers = {"Authorization": "Bearer SECRET"}
             async with server.websocket("/login", headers=headers) as client:
                 assert await client.receive() == "welcome"
-    assert rejected.value.status == 401
-    assert rejected.value.body == b"a valid bearer token is required"
-    assert rejected.value.headers["www-authenticate"] == "Bearer"
+    assert rejected.status == 401
+    assert rejected.body == b"a valid bearer token is required"
+    assert rejected.headers["www-authenticate"] == "Bearer"
 
 
 async def test_terminal_client_talks_to_the_echo_server() -> None:

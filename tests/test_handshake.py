@@ -7,10 +7,10 @@ from collections.abc import Awaitable
 import pytest
 import trio
 
-from trio_boca import App, WebSocket, WebSocketDisconnect
+from trio_boca import App, WebSocket
 from trio_boca.testing import WebSocketRejected
 
-from .conftest import TIMEOUT, Transport
+from .conftest import TIMEOUT, Transport, refused, server_close
 
 
 async def test_auto_mode_accepts_before_the_view_and_closes_1000_on_return(
@@ -25,9 +25,8 @@ async def test_auto_mode_accepts_before_the_view_and_closes_1000_on_return(
     with trio.fail_after(TIMEOUT):
         async with serve(app) as server, server.websocket("/auto") as client:
             assert await client.receive() == "CONNECTED"
-            with pytest.raises(WebSocketDisconnect) as closed:
-                await client.receive()
-    assert closed.value.code == 1000  # never hypercorn's 1011 for an app that returns
+            closed = await server_close(client)
+    assert closed.code == 1000  # never hypercorn's 1011 for an app that returns
 
 
 async def test_manual_accept_and_close_send_code_and_reason(serve: Transport) -> None:
@@ -42,9 +41,8 @@ async def test_manual_accept_and_close_send_code_and_reason(serve: Transport) ->
     with trio.fail_after(TIMEOUT):
         async with serve(app) as server, server.websocket("/manual") as client:
             assert await client.receive() == "hello"
-            with pytest.raises(WebSocketDisconnect) as closed:
-                await client.receive()
-    assert (closed.value.code, closed.value.reason) == (4001, "see you")
+            closed = await server_close(client)
+    assert (closed.code, closed.reason) == (4001, "see you")
 
 
 async def test_subprotocol_and_accept_headers(serve: Transport) -> None:
@@ -77,10 +75,9 @@ async def test_context_manager_accepts_and_closes_1000(serve: Transport) -> None
     with trio.fail_after(TIMEOUT):
         async with serve(app) as server, server.websocket("/hello") as client:
             assert await client.receive() == "Hello, world!"
-            with pytest.raises(WebSocketDisconnect) as closed:
-                await client.receive()
+            closed = await server_close(client)
             await after_block.wait()
-    assert closed.value.code == 1000
+    assert closed.code == 1000
 
 
 async def test_context_manager_closes_1011_when_an_exception_escapes(serve: Transport) -> None:
@@ -99,9 +96,8 @@ async def test_context_manager_closes_1011_when_an_exception_escapes(serve: Tran
 
     with trio.fail_after(TIMEOUT):
         async with serve(app) as server, server.websocket("/oops") as client:
-            with pytest.raises(WebSocketDisconnect) as closed:
-                await client.receive()
-    assert closed.value.code == 1011
+            closed = await server_close(client)
+    assert closed.code == 1011
     assert len(seen) == 1
 
 
@@ -117,9 +113,8 @@ async def test_accept_then_context_manager_does_not_accept_twice(serve: Transpor
     with trio.fail_after(TIMEOUT):
         async with serve(app) as server, server.websocket("/both") as client:
             assert await client.receive() == "inside"
-            with pytest.raises(WebSocketDisconnect) as closed:
-                await client.receive()
-    assert closed.value.code == 1000
+            closed = await server_close(client)
+    assert closed.code == 1000
 
 
 async def test_context_manager_in_auto_mode_is_a_harmless_no_op_accept(serve: Transport) -> None:
@@ -133,9 +128,8 @@ async def test_context_manager_in_auto_mode_is_a_harmless_no_op_accept(serve: Tr
     with trio.fail_after(TIMEOUT):
         async with serve(app) as server, server.websocket("/legacy") as client:
             assert await client.receive() == "still fine"
-            with pytest.raises(WebSocketDisconnect) as closed:
-                await client.receive()
-    assert closed.value.code == 1000
+            closed = await server_close(client)
+    assert closed.code == 1000
 
 
 async def refusal(call: Awaitable[None]) -> str:
@@ -182,9 +176,8 @@ async def test_misuse_raises_runtime_errors_naming_the_state(serve: Transport) -
                 "or declare the route with auto_accept=False to decide before accepting"
             )
             # No 403 close frame after accept, no second close: just the first.
-            with pytest.raises(WebSocketDisconnect) as closed:
-                await client.receive()
-    assert (closed.value.code, closed.value.reason) == (4000, "first")
+            closed = await server_close(client)
+    assert (closed.code, closed.reason) == (4000, "first")
 
 
 async def test_reject_before_accept_is_http_403(serve: Transport) -> None:
@@ -196,10 +189,8 @@ async def test_reject_before_accept_is_http_403(serve: Transport) -> None:
 
     with trio.fail_after(TIMEOUT):
         async with serve(app) as server:
-            with pytest.raises(WebSocketRejected) as rejected:
-                async with server.websocket("/no"):
-                    pass  # pragma: no cover
-    assert rejected.value.status == 403
+            rejected = await refused(server, "/no")
+    assert rejected.status == 403
 
 
 async def test_reject_with_status_body_and_headers(serve: Transport) -> None:
@@ -211,12 +202,10 @@ async def test_reject_with_status_body_and_headers(serve: Transport) -> None:
 
     with trio.fail_after(TIMEOUT):
         async with serve(app) as server:
-            with pytest.raises(WebSocketRejected) as rejected:
-                async with server.websocket("/login"):
-                    pass  # pragma: no cover
-    assert rejected.value.status == 401
-    assert rejected.value.body == b"token expired"
-    assert rejected.value.headers["www-authenticate"] == "Bearer"
+            rejected = await refused(server, "/login")
+    assert rejected.status == 401
+    assert rejected.body == b"token expired"
+    assert rejected.headers["www-authenticate"] == "Bearer"
 
 
 async def test_reject_without_the_denial_extension_falls_back_to_403() -> None:
@@ -244,10 +233,8 @@ async def test_unknown_path_is_refused_with_404(serve: Transport) -> None:
 
     with trio.fail_after(TIMEOUT):
         async with serve(app) as server:
-            with pytest.raises(WebSocketRejected) as rejected:
-                async with server.websocket("/nowhere"):
-                    pass  # pragma: no cover
-    assert rejected.value.status == 404
+            rejected = await refused(server, "/nowhere")
+    assert rejected.status == 404
 
 
 async def test_path_parameters_reach_the_view(serve: Transport) -> None:
@@ -296,6 +283,5 @@ async def test_close_refuses_codes_and_reasons_a_server_may_not_send(serve: Tran
 
     with trio.fail_after(TIMEOUT):
         async with serve(app) as server, server.websocket("/codes") as client:
-            with pytest.raises(WebSocketDisconnect) as closed:
-                await client.receive()
-    assert (closed.value.code, closed.value.reason) == (4999, "é" * 61)
+            closed = await server_close(client)
+    assert (closed.code, closed.reason) == (4999, "é" * 61)

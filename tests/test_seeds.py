@@ -12,9 +12,8 @@ import trio
 
 from trio_boca import App, WebSocket, WebSocketDisconnect
 from trio_boca import App as API
-from trio_boca.testing import WebSocketRejected
 
-from .conftest import TIMEOUT, Transport
+from .conftest import TIMEOUT, Transport, refused, server_close
 
 # ---- "Handling connections" ---------------------------------------------
 
@@ -93,9 +92,8 @@ async def secret(ws: WebSocket):
 
 async def closes_with(server, path: str) -> int:
     async with server.websocket(path) as client:
-        with pytest.raises(WebSocketDisconnect) as closed:
-            await client.receive()
-    return closed.value.code
+        closed = await server_close(client)
+    return closed.code
 
 
 async def test_echo_placeholder_view_is_accepted_and_closed(serve: Transport) -> None:
@@ -121,9 +119,8 @@ async def test_context_manager_page_hello(
     with trio.fail_after(TIMEOUT):
         async with serve(api) as server, server.websocket("/hello") as client:
             assert await client.receive() == "Hello, world!"
-            with pytest.raises(WebSocketDisconnect) as closed:
-                await client.receive()
-    assert closed.value.code == 1000
+            closed = await server_close(client)
+    assert closed.code == 1000
     assert capsys.readouterr().out == "Connection closed as expected\n"
 
 
@@ -132,9 +129,8 @@ async def test_rough_equivalent_runs_on_an_auto_accept_route(serve: Transport) -
     with trio.fail_after(TIMEOUT):
         async with serve(rough_api) as server, server.websocket("/hello") as client:
             assert await client.receive() == "Hello, world!"
-            with pytest.raises(WebSocketDisconnect) as closed:
-                await client.receive()
-    assert closed.value.code == 1000
+            closed = await server_close(client)
+    assert closed.code == 1000
 
 
 async def test_secret_with_a_key_is_accepted(serve: Transport) -> None:
@@ -163,7 +159,5 @@ async def test_secret_as_a_manual_route_rejects_with_403(serve: Transport) -> No
     manual.websocket_route("/secret", auto_accept=False)(secret)
     with trio.fail_after(TIMEOUT):
         async with serve(manual) as server:
-            with pytest.raises(WebSocketRejected) as rejected:
-                async with server.websocket("/secret"):
-                    pass  # pragma: no cover
-    assert rejected.value.status == 403
+            rejected = await refused(server, "/secret")
+    assert rejected.status == 403

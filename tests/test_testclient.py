@@ -12,9 +12,9 @@ import pytest
 import trio
 
 from trio_boca import WebSocketDisconnect
-from trio_boca.testing import TestClient, WebSocketRejected
+from trio_boca.testing import TestClient
 
-from .conftest import TIMEOUT, Transport
+from .conftest import TIMEOUT, Transport, refused, server_close
 
 Scope = dict[str, Any]
 
@@ -41,29 +41,24 @@ async def test_an_app_that_ends_without_closing_is_seen_as_1011(serve: Transport
     with trio.fail_after(TIMEOUT):
         async with serve(ends_without_closing) as server, server.websocket("/") as client:
             assert await client.receive() == "bye"
-            with pytest.raises(WebSocketDisconnect) as closed:
-                await client.receive()
+            closed = await server_close(client)
             with pytest.raises(WebSocketDisconnect):
                 await client.send("anyone there?")
-    assert closed.value.code == 1011
+    assert closed.code == 1011
 
 
 async def test_a_handshake_left_unanswered_is_http_500(serve: Transport) -> None:
     with trio.fail_after(TIMEOUT):
         async with serve(never_answers) as server:
-            with pytest.raises(WebSocketRejected) as rejected:
-                async with server.websocket("/"):
-                    pass  # pragma: no cover
-    assert rejected.value.status == 500
+            rejected = await refused(server, "/")
+    assert rejected.status == 500
 
 
 async def test_close_before_accept_is_http_403(serve: Transport) -> None:
     with trio.fail_after(TIMEOUT):
         async with serve(closes_before_accept) as server:
-            with pytest.raises(WebSocketRejected) as rejected:
-                async with server.websocket("/"):
-                    pass  # pragma: no cover
-    assert rejected.value.status == 403
+            rejected = await refused(server, "/")
+    assert rejected.status == 403
 
 
 async def test_a_message_out_of_turn_is_an_error_as_on_a_server() -> None:
