@@ -17,15 +17,20 @@ TIMEOUT = 10
 
 # --8<-- [start:transport]
 class Transport:
-    """Opens an app in-process or under real hypercorn; both give `.websocket()`."""
+    """Opens an app in-process, under plain hypercorn, or under trio_boca's serve().
+
+    All three give `.websocket()` with the same API.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.live = name == "hypercorn"
+        self.live = name != "in-process"
+        #: hypercorn on its own reports every client close as 1006, no reason.
+        self.real_close_codes = name != "hypercorn"
 
     def __call__(self, app: Any) -> TestClient | LiveServer:
         if self.live:
-            return LiveServer(app)
+            return LiveServer(app, plain=self.name == "hypercorn")
         # Over a socket a view's exception reaches the client only as 1011 or
         # 500, so the contract tests ask the same of the in-process client.
         return TestClient(app, raise_server_exceptions=False)
@@ -34,7 +39,7 @@ class Transport:
         return self.name
 
 
-@pytest.fixture(params=["in-process", "hypercorn"])
+@pytest.fixture(params=["in-process", "hypercorn", "serve"])
 def serve(request: pytest.FixtureRequest) -> Transport:
     return Transport(request.param)
 

@@ -27,7 +27,7 @@ async def test_hypercorn_shutdown_closes_open_websockets_with_1001() -> None:
         # out with the connection still open, so hypercorn cancels the view.
         async with (
             trio.open_nursery() as nursery,
-            LiveServer(app, graceful_timeout=0.2) as server,
+            LiveServer(app, plain=True, graceful_timeout=0.2) as server,
         ):
             connected = trio.Event()
 

@@ -1,7 +1,8 @@
 """trio_boca: a Trio-native web framework built around Bocadillo's WebSocket model."""
 
 from .app import App
+from .http import HTTPError, Request, Response
 from .websockets import WebSocket, WebSocketDisconnect
 
-__all__ = ["App", "WebSocket", "WebSocketDisconnect"]
+__all__ = ["App", "HTTPError", "Request", "Response", "WebSocket", "WebSocketDisconnect"]
 __version__ = "0.1.0"

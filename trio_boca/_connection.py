@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import trio
@@ -54,6 +55,31 @@ class Limits:
     close_timeout: float = 5.0
 
 
+class Connections:
+    """The WebSocket connections one server run has open, so a stop can end them.
+
+    `serve()` makes one per run and installs it with `current`; connections
+    started in that run's tasks find it there.
+    """
+
+    def __init__(self) -> None:
+        self._scopes: dict[WebSocket, trio.CancelScope] = {}
+        self.going_away = False
+
+    def __len__(self) -> int:
+        return len(self._scopes)
+
+    def go_away(self) -> None:
+        """Cancel every view; each connection then closes with 1001."""
+        self.going_away = True
+        for scope in self._scopes.values():
+            scope.cancel()
+
+
+#: The running server's connections, if it keeps track (plain hypercorn does not).
+current: ContextVar[Connections | None] = ContextVar("trio_boca_connections", default=None)
+
+
 async def run_connection(
     ws: WebSocket,
     receive: Receive,
@@ -70,18 +96,30 @@ async def run_connection(
     has been sent 1001.
     """
     view_scope = trio.CancelScope()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_pump, receive, ws, view_scope, limits)
-        outcome: BaseException | None = None
-        try:
-            with view_scope:
-                if auto_accept:
-                    await ws._accept_for_view()
-                await view()
-        except BaseException as exc:
-            outcome = exc
-        failure = await _finish(ws, outcome, cancelled_for_leaving=view_scope.cancelled_caught)
-        nursery.cancel_scope.cancel()
+    connections = current.get() or Connections()
+    if connections.going_away:
+        view_scope.cancel()
+    connections._scopes[ws] = view_scope
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_pump, receive, ws, view_scope, limits)
+            outcome: BaseException | None = None
+            try:
+                with view_scope:
+                    if auto_accept:
+                        await ws._accept_for_view()
+                    await view()
+            except BaseException as exc:
+                outcome = exc
+            failure = await _finish(
+                ws,
+                outcome,
+                cancelled_for_leaving=view_scope.cancelled_caught,
+                going_away=connections.going_away,
+            )
+            nursery.cancel_scope.cancel()
+    finally:
+        del connections._scopes[ws]
     if outcome is not None and not isinstance(outcome, Exception):
         raise outcome
     return failure
@@ -125,7 +163,11 @@ async def _pump(
 
 
 async def _finish(
-    ws: WebSocket, outcome: BaseException | None, *, cancelled_for_leaving: bool
+    ws: WebSocket,
+    outcome: BaseException | None,
+    *,
+    cancelled_for_leaving: bool,
+    going_away: bool,
 ) -> BaseException | None:
     """Log how the view ended, then close with the code that road calls for.
 
@@ -146,8 +188,9 @@ async def _finish(
         logger.error("WebSocket view for %s failed; %s", path, answered, exc_info=outcome)
         code, reason, status = 1011, "", 500
         failure = outcome
-    elif len(disconnects) < len(leaves):  # the rest are Cancelled, from outside
-        logger.debug("WebSocket %s cancelled from outside; closing with 1001", path)
+    elif len(disconnects) < len(leaves) or (going_away and not ws.client_gone):
+        # Cancelled from outside, or by Connections.go_away: the server is stopping.
+        logger.debug("WebSocket %s cancelled by the server stopping; closing with 1001", path)
         code, reason, status = 1001, "server shutting down", 503
     else:  # returned, cancelled because the client left, or told it left
         code, reason, status = 1000, "", 403

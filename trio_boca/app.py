@@ -1,14 +1,18 @@
-"""`App`: route declarations and the ASGI entry point."""
+"""`App`: route declarations, lifespan, and the ASGI entry point."""
 
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import trio
 
 from ._connection import Limits, Receive, Send, run_connection
 from ._inbox import Inbox
+from .http import ClientDisconnected, HTTPError, Request, Response, plain
 from .routing import Router
 from .websockets import (
     DEFAULT_CAUGHT_CLOSE_CODES,
@@ -17,8 +21,14 @@ from .websockets import (
     WebSocket,
 )
 
+if TYPE_CHECKING:
+    from .server import Address
+
+logger = logging.getLogger("trio_boca")
+
 Scope = MutableMapping[str, Any]
 View = TypeVar("View", bound=Callable[..., Awaitable[None]])
+Hook = TypeVar("Hook", bound=Callable[[], Awaitable[None]])
 
 #: Scope extension a test client sets to have view exceptions re-raised to it
 #: (after they are logged and the client got 1011 or 500). Real servers never
@@ -35,17 +45,30 @@ class WebSocketRoute:
     caught_close_codes: frozenset[int]
 
 
+@dataclass
+class HTTPRoute:
+    pattern: str
+    views: dict[str, Callable[..., Awaitable[None]]] = field(default_factory=dict)
+
+    def allowed(self) -> list[str]:
+        methods = set(self.views)
+        if "GET" in methods:
+            methods.add("HEAD")
+        return sorted(methods)
+
+
 class App:
     """A trio_boca application: a plain ASGI 3 callable.
 
-    The keyword arguments bound what one WebSocket connection may hold and
-    how long its edges may take; the defaults suit most servers. See the
-    "Backpressure and limits" section of the docs.
+    The keyword arguments bound what one request or WebSocket connection may
+    hold and how long its edges may take; the defaults suit most servers. See
+    "Backpressure and limits" in the docs.
     """
 
     def __init__(
         self,
         *,
+        max_body_size: int = 1 << 20,
         inbox_messages: int = Limits.inbox_messages,
         inbox_bytes: int = Limits.inbox_bytes,
         stall_timeout: float = Limits.stall_timeout,
@@ -54,10 +77,43 @@ class App:
     ) -> None:
         if inbox_messages < 1 or inbox_bytes < 1:
             raise ValueError("inbox_messages and inbox_bytes must be at least 1")
+        self.max_body_size = max_body_size
         self.limits = Limits(
             inbox_messages, inbox_bytes, stall_timeout, disconnect_grace, close_timeout
         )
+        self.http_routes: Router[HTTPRoute] = Router("HTTP")
         self.websocket_routes: Router[WebSocketRoute] = Router("WebSocket")
+        self._hooks: dict[str, list[Callable[[], Awaitable[None]]]] = {
+            "startup": [],
+            "shutdown": [],
+        }
+        self._nursery: trio.Nursery | None = None
+
+    # -- declaring ---------------------------------------------------------------
+
+    def route(
+        self, pattern: str, *, methods: Iterable[str] | None = None
+    ) -> Callable[[View], View]:
+        """Declare an HTTP view `async def view(req, res, **params)` for `pattern`.
+
+        `methods` defaults to `["GET"]`; HEAD is answered wherever GET is. A
+        pattern may be declared again for other methods, with other views.
+        """
+        wanted = [m.upper() for m in (methods or ["GET"])]
+
+        def register(view: View) -> View:
+            _require_async("HTTP view", view)
+            found = self.http_routes.find(pattern)
+            route = found if found is not None else HTTPRoute(pattern)
+            for method in wanted:
+                if method in route.views:
+                    raise ValueError(f"HTTP route {pattern!r} already has a {method} view")
+                route.views[method] = view
+            if found is None:
+                self.http_routes.add(pattern, route)
+            return view
+
+        return register
 
     def websocket_route(
         self,
@@ -69,7 +125,7 @@ class App:
         send_type: MessageType | None = None,
         caught_close_codes: Iterable[int] | None = None,
     ) -> Callable[[View], View]:
-        """Declare a WebSocket view for `pattern`, e.g. `"/chat/{room}"`.
+        """Declare a WebSocket view `async def view(ws, **params)` for `pattern`.
 
         `value_type` sets both `receive_type` and `send_type` (and wins over
         them); each defaults to `"text"`. `caught_close_codes` are the client
@@ -86,10 +142,7 @@ class App:
         codes = DEFAULT_CAUGHT_CLOSE_CODES if caught_close_codes is None else caught_close_codes
 
         def register(view: View) -> View:
-            if not _is_async(view):
-                raise TypeError(
-                    f"WebSocket view {getattr(view, '__name__', view)!r} must be an async function"
-                )
+            _require_async("WebSocket view", view)
             route = WebSocketRoute(
                 view,
                 auto_accept,
@@ -102,14 +155,96 @@ class App:
 
         return register
 
+    def on(self, event: Literal["startup", "shutdown"]) -> Callable[[Hook], Hook]:
+        """Run an async hook at startup or at shutdown, in declaration order."""
+        if event not in self._hooks:
+            raise ValueError(f"unknown event {event!r}: use 'startup' or 'shutdown'")
+
+        def register(hook: Hook) -> Hook:
+            _require_async(f"{event} hook", hook)
+            self._hooks[event].append(hook)
+            return hook
+
+        return register
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """The app's nursery, open from startup to shutdown, for background tasks.
+
+        Its tasks are cancelled at shutdown, before the shutdown hooks run.
+        """
+        if self._nursery is None:
+            raise RuntimeError(
+                "app.nursery is open only between startup and shutdown, "
+                "while a server runs the app's lifespan"
+            )
+        return self._nursery
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        shutdown_timeout: float = 5.0,
+        task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve the app with hypercorn inside the caller's Trio program.
+
+        `await nursery.start(app.serve, "127.0.0.1", 0)` returns the bound
+        `Address` once the server listens. Cancelling the caller stops it
+        gracefully: see `trio_boca.server.serve`.
+        """
+        from .server import serve
+
+        await serve(self, host, port, shutdown_timeout=shutdown_timeout, task_status=task_status)
+
+    # -- ASGI --------------------------------------------------------------------
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "websocket":
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
             await self._websocket(scope, receive, send)
-        elif kind == "http":
-            await _not_found(send)
         elif kind == "lifespan":
-            await _lifespan(receive, send)
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope["method"]
+        found = self.http_routes.match(scope["path"])
+        failure: Exception | None = None
+        if found is None:
+            res = plain(404)
+        else:
+            route, params = found
+            scope["path_params"] = params
+            view = route.views.get("GET" if method == "HEAD" else method)
+            if view is None:
+                res = plain(405, headers={"allow": ", ".join(route.allowed())})
+            elif _declared_length(scope) > self.max_body_size:
+                res = plain(413, f"request body over {self.max_body_size} bytes")
+            else:
+                res = Response()
+                try:
+                    await view(
+                        Request(scope, receive, max_body_size=self.max_body_size), res, **params
+                    )
+                except HTTPError as exc:
+                    res = exc.response()
+                except ClientDisconnected:
+                    return
+                except Exception as exc:
+                    logger.error(
+                        "HTTP view for %s %s failed; answered 500",
+                        method,
+                        scope["path"],
+                        exc_info=exc,
+                    )
+                    res = plain(500)
+                    failure = exc
+        await res.send(send, head=method == "HEAD")
+        if failure is not None and scope.get("extensions", {}).get(RAISE_EXCEPTIONS):
+            raise failure
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
@@ -135,39 +270,66 @@ class App:
             await route.view(ws, **params)
 
         failure = await run_connection(
-            ws, receive, view, auto_accept=route.auto_accept, limits=limits
+            ws,
+            receive,
+            view,
+            auto_accept=route.auto_accept,
+            limits=limits,
         )
         if failure is not None and scope.get("extensions", {}).get(RAISE_EXCEPTIONS):
             raise failure
 
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            started = await self._run_hooks("startup", send)
+            if started:
+                await receive()  # lifespan.shutdown
+            self._nursery = None
+            nursery.cancel_scope.cancel()  # background tasks end first, then the hooks
+        if started:
+            await self._run_hooks("shutdown", send)
 
-def _is_async(view: object) -> bool:
-    return inspect.iscoroutinefunction(view) or inspect.iscoroutinefunction(
-        getattr(view, "__call__", None)  # noqa: B004 - a callable object's method
-    )
+    async def _run_hooks(self, event: str, send: Send) -> bool:
+        try:
+            for hook in self._hooks[event]:
+                await hook()
+        except Exception as exc:
+            logger.error("%s hook failed", event, exc_info=exc)
+            message = f"{event} hook {_name(hook)} failed: {type(exc).__name__}: {exc}"
+            await send({"type": f"lifespan.{event}.failed", "message": message})
+            return False
+        await send({"type": f"lifespan.{event}.complete"})
+        return True
+
+
+def _name(view: object) -> str:
+    return str(getattr(view, "__qualname__", view))
+
+
+def _require_async(kind: str, view: object) -> None:
+    if not (
+        inspect.iscoroutinefunction(view)
+        or inspect.iscoroutinefunction(getattr(view, "__call__", None))  # noqa: B004
+    ):
+        raise TypeError(f"{kind} {_name(view)!r} must be an async function")
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
 
 
 async def _refuse_unknown_path(scope: Scope, send: Send) -> None:
     if "websocket.http.response" in scope.get("extensions", {}):
-        body = b"Not Found"
         headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"9")]
         await send({"type": "websocket.http.response.start", "status": 404, "headers": headers})
-        await send({"type": "websocket.http.response.body", "body": body})
+        await send({"type": "websocket.http.response.body", "body": b"Not Found"})
     else:
         await send({"type": "websocket.close", "code": 1000, "reason": ""})
-
-
-async def _not_found(send: Send) -> None:
-    headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"9")]
-    await send({"type": "http.response.start", "status": 404, "headers": headers})
-    await send({"type": "http.response.body", "body": b"Not Found"})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

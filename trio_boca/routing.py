@@ -101,6 +101,13 @@ class Router(Generic[E]):
                 )
         self.routes.append((compiled, endpoint))
 
+    def find(self, pattern: str) -> E | None:
+        """The endpoint declared with exactly this pattern, if any."""
+        for existing, endpoint in self.routes:
+            if existing.pattern == pattern:
+                return endpoint
+        return None
+
     def match(self, path: str) -> tuple[E, dict[str, Any]] | None:
         for pattern, endpoint in self.routes:
             params = pattern.match(path)

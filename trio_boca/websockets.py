@@ -223,10 +223,7 @@ class WebSocket:
             )
         raw_headers = _encode_headers(headers)
         self._transition("accept")
-        if self.client_gone:
-            await trio.lowlevel.checkpoint()
-            return
-        await self._send(
+        await self._send_for_transition(
             {"type": "websocket.accept", "subprotocol": subprotocol, "headers": raw_headers}
         )
 
@@ -247,23 +244,21 @@ class WebSocket:
             raise ValueError(f"reject() takes an HTTP error status (400-599), not {status}")
         content = body.encode() if isinstance(body, str) else bytes(body)
         raw_headers = _encode_headers(headers)
-        self._transition("reject")
-        if self.client_gone:
-            await trio.lowlevel.checkpoint()
-            return
         plain = status == 403 and not content and not raw_headers
         if plain or "websocket.http.response" not in self.scope.get("extensions", {}):
             # ASGI's own way: close before accept is answered with 403.
-            await self._send({"type": "websocket.close", "code": 1000, "reason": ""})
+            self._transition("reject")
+            await self._send_for_transition({"type": "websocket.close", "code": 1000, "reason": ""})
             return
         names = {name for name, _ in raw_headers}
         if content and b"content-type" not in names:
             raw_headers.append((b"content-type", b"text/plain; charset=utf-8"))
         raw_headers.append((b"content-length", str(len(content)).encode()))
-        await self._send(
-            {"type": "websocket.http.response.start", "status": status, "headers": raw_headers}
+        self._transition("reject")
+        await self._send_for_transition(
+            {"type": "websocket.http.response.start", "status": status, "headers": raw_headers},
+            {"type": "websocket.http.response.body", "body": content},
         )
-        await self._send({"type": "websocket.http.response.body", "body": content})
 
     # -- closing -------------------------------------------------------------
 
@@ -277,11 +272,24 @@ class WebSocket:
         if len(reason.encode()) > 123:
             raise ValueError("a close reason must fit in 123 bytes of UTF-8")
         self._transition("close")
+        if not self.client_gone:
+            self.close_code, self.close_reason = code, reason
+        await self._send_for_transition({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def _send_for_transition(self, *events: Message) -> None:
+        """Put on the wire what a transition just promised.
+
+        Shielded, and bounded by `close_timeout`: were the send cancelled, the
+        state would say the handshake was answered, or the connection closed,
+        while the client heard nothing. Nothing is sent to a departed client.
+        """
         if self.client_gone:
             await trio.lowlevel.checkpoint()
             return
-        self.close_code, self.close_reason = code, reason
-        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self._close_timeout
+            for event in events:
+                await self._send(event)
 
     async def ensure_closed(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection unless that is already done; never raises.

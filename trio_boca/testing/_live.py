@@ -9,16 +9,16 @@ from types import TracebackType
 from typing import Any
 
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve
+from hypercorn.trio import serve as hypercorn_serve
 
 from ..datastructures import Headers
+from ..server import Address, make_config, serve
 from ..websockets import WebSocketDisconnect
 from ._session import ClientWebSocket, WebSocketRejected, open_nursery
 
 
 class LiveServer:
-    """Serve `app` with hypercorn on `host`, on a free port, inside the test.
+    """Serve `app` on a free loopback port, inside the test, over real sockets.
 
     ::
 
@@ -26,19 +26,29 @@ class LiveServer:
             async with server.websocket("/echo") as ws:
                 ...
 
+    By default the app runs as `app.serve()` runs it in production
+    (`trio_boca.server.serve`: hypercorn's Trio worker with trio_boca's
+    adaptations). `plain=True` runs bare `hypercorn.trio.serve`, as
+    `hypercorn --worker-class trio app:app` would. Extra keyword arguments
+    set hypercorn `Config` attributes.
+
     WebSocket sessions are real trio-websocket clients (install
     `trio_boca[testing]`) with the same API as the in-process TestClient's.
-    Extra keyword arguments set hypercorn `Config` attributes.
     """
 
-    def __init__(self, app: Any, *, host: str = "127.0.0.1", **config: Any) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        host: str = "127.0.0.1",
+        plain: bool = False,
+        shutdown_timeout: float = 1.0,
+        **config: Any,
+    ) -> None:
         self.app = app
-        self.config = Config()
-        self.config.bind = [f"{host}:0"]
-        self.config.graceful_timeout = 1.0
-        self.config.accesslog = None
-        for name, value in config.items():
-            setattr(self.config, name, value)
+        self.plain = plain
+        self.shutdown_timeout = shutdown_timeout
+        self.config = make_config(host, 0, shutdown_timeout, **config)
         self.host = host
         self.port = 0
         self._stack = AsyncExitStack()
@@ -46,7 +56,7 @@ class LiveServer:
     @property
     def url(self) -> str:
         """The base HTTP URL, e.g. `http://127.0.0.1:35921`."""
-        return f"http://{self.host}:{self.port}"
+        return Address(self.host, self.port).url
 
     async def __aenter__(self) -> LiveServer:
         await self._stack.enter_async_context(self._running())
@@ -62,15 +72,26 @@ class LiveServer:
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[None]:
-        stop = trio.Event()
         async with open_nursery() as nursery:
-            run = partial(serve, self.app, self.config, shutdown_trigger=stop.wait)
-            bound: list[str] = await nursery.start(run)
-            self.port = int(bound[0].rsplit(":", 1)[1])
-            try:
-                yield
-            finally:
-                stop.set()
+            if self.plain:
+                stop = trio.Event()
+                run = partial(hypercorn_serve, self.app, self.config, shutdown_trigger=stop.wait)
+                bound: list[str] = await nursery.start(run)
+                self.port = Address.from_bind(bound[0]).port
+                try:
+                    yield
+                finally:
+                    stop.set()
+            else:
+                run = partial(
+                    serve, self.app, config=self.config, shutdown_timeout=self.shutdown_timeout
+                )
+                address: Address = await nursery.start(run)
+                self.port = address.port
+                try:
+                    yield
+                finally:
+                    nursery.cancel_scope.cancel()  # a graceful stop: see serve()
 
     def websocket(
         self,

@@ -1,0 +1,166 @@
+"""HTTP views: `Request`, `Response` and `HTTPError`.
+
+A view is `async def view(req, res, **params)`, in Bocadillo's style: it reads
+the request and fills in the response it was handed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from http import HTTPStatus
+from typing import Any
+
+from .datastructures import URL, Headers, QueryParams
+
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class HTTPError(Exception):
+    """Raise in a view to answer with `status` and a readable `detail`."""
+
+    def __init__(self, status: int, detail: str = "") -> None:
+        self.status = status
+        self.detail = detail or HTTPStatus(status).phrase
+        super().__init__(status, self.detail)
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.detail}"
+
+    def response(self) -> Response:
+        return plain(self.status, self.detail)
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its request body arrived."""
+
+
+class Request:
+    """An HTTP request, as a view sees it."""
+
+    def __init__(self, scope: Message, receive: Receive, *, max_body_size: int) -> None:
+        self.scope = scope
+        self._receive = receive
+        self._max_body_size = max_body_size
+        self._body: bytes | None = None
+
+    @property
+    def method(self) -> str:
+        method: str = self.scope["method"]
+        return method
+
+    @property
+    def url(self) -> URL:
+        return URL.from_scope(self.scope)
+
+    @property
+    def headers(self) -> Headers:
+        return Headers.from_raw(self.scope.get("headers", ()))
+
+    @property
+    def query_params(self) -> QueryParams:
+        return QueryParams.from_query_string(self.scope.get("query_string", b""))
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = self.scope.get("path_params", {})
+        return params
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        client = self.scope.get("client")
+        return None if client is None else (client[0], client[1])
+
+    async def body(self) -> bytes:
+        """The whole body; a body over the app's `max_body_size` is a 413.
+
+        It is read as it arrives and abandoned at the limit, so an oversized
+        body never sits in memory.
+        """
+        if self._body is None:
+            chunks: list[bytes] = []
+            size = 0
+            while True:
+                message = await self._receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnected
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self._max_body_size:
+                    raise HTTPError(413, f"request body over {self._max_body_size} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+            self._body = b"".join(chunks)
+        return self._body
+
+    async def text(self) -> str:
+        try:
+            return (await self.body()).decode()
+        except UnicodeDecodeError:
+            raise HTTPError(400, "request body is not UTF-8 text") from None
+
+    async def json(self) -> Any:
+        try:
+            return json.loads(await self.body())
+        except ValueError as exc:
+            raise HTTPError(400, f"invalid JSON: {exc}") from None
+
+
+class Response:
+    """The response a view fills in: set one of `text`, `html`, `json` or `content`."""
+
+    def __init__(self) -> None:
+        self.status_code = 200
+        #: Response headers; names are sent lower-cased.
+        self.headers: dict[str, str] = {}
+        self.content = b""
+
+    def _set(self, content: bytes, media_type: str) -> None:
+        self.content = content
+        self.headers["content-type"] = media_type
+
+    @property
+    def text(self) -> str:
+        return self.content.decode()
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self._set(value.encode(), "text/plain; charset=utf-8")
+
+    @property
+    def html(self) -> str:
+        return self.content.decode()
+
+    @html.setter
+    def html(self, value: str) -> None:
+        self._set(value.encode(), "text/html; charset=utf-8")
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @json.setter
+    def json(self, value: Any) -> None:
+        self._set(json.dumps(value).encode(), "application/json")
+
+    async def send(self, send: Send, *, head: bool = False) -> None:
+        """Send the response; for HEAD, the headers of the full one and no body."""
+        headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()
+        ]
+        if not any(name == b"content-length" for name, _ in headers):
+            headers.append((b"content-length", str(len(self.content)).encode()))
+        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if head else self.content})
+
+
+def plain(status: int, text: str = "", headers: dict[str, str] | None = None) -> Response:
+    """A text response, for the framework's own answers (404, 405, 413, 500)."""
+    res = Response()
+    res.status_code = status
+    res.text = text or HTTPStatus(status).phrase
+    res.headers.update(headers or {})
+    return res

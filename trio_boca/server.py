@@ -1,0 +1,153 @@
+"""Serving an app with hypercorn's Trio worker, inside any Trio program.
+
+    address = await nursery.start(app.serve, "127.0.0.1", 0)
+
+hands back where the server listens once it does. Cancelling the surrounding
+scope stops it gracefully, within `shutdown_timeout`:
+
+1. it stops accepting connections;
+2. every open WebSocket view is cancelled, its `finally` blocks run, and its
+   client gets close 1001 "server shutting down";
+3. HTTP requests in flight may finish, until the deadline;
+4. the app's background tasks are cancelled and its shutdown hooks run.
+
+A client that stopped reading cannot hold the server past the deadline: its
+connection is then closed under it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+
+from . import _hypercorn
+from ._connection import Connections
+from ._connection import current as current_connections
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+logger = logging.getLogger("trio_boca")
+
+
+class StartupFailed(Exception):
+    """The app's startup hooks failed; the server did not start."""
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a server listens."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        """The base HTTP URL, e.g. `http://127.0.0.1:8000`."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @classmethod
+    def from_bind(cls, bind: str) -> Address:
+        """Parse what hypercorn reports: `http://127.0.0.1:8000`, `http://[::1]:8000`."""
+        hostport = bind.split("://", 1)[1]
+        host, _, port = hostport.rpartition(":")
+        return cls(host.strip("[]"), int(port))
+
+
+def make_config(host: str, port: int, shutdown_timeout: float, **settings: Any) -> Config:
+    """hypercorn's configuration with trio_boca's defaults."""
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.graceful_timeout = shutdown_timeout
+    config.shutdown_timeout = shutdown_timeout  # for the app's shutdown hooks
+    config.accesslog = None
+    for name, value in settings.items():
+        setattr(config, name, value)
+    return config
+
+
+async def serve(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    shutdown_timeout: float = 5.0,
+    config: Config | None = None,
+    task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve `app` until cancelled, then stop gracefully (see the module docs).
+
+    `config` replaces the hypercorn configuration built from `host`, `port`
+    and `shutdown_timeout`. Raises `StartupFailed` if the app's startup hooks
+    fail, and `OSError` if the address cannot be bound.
+    """
+    config = config or make_config(host, port, shutdown_timeout)
+    stopping = trio.Event()
+    async with trio.open_nursery() as nursery:
+        try:
+            address = await nursery.start(_run, app, config, stopping, shutdown_timeout)
+            task_status.started(address)
+            await trio.sleep_forever()
+        finally:
+            stopping.set()
+
+
+async def _run(
+    app: Any,
+    config: Config,
+    stopping: trio.Event,
+    shutdown_timeout: float,
+    *,
+    task_status: trio.TaskStatus[Address],
+) -> None:
+    # Shielded: the caller's cancellation must become a graceful stop, not
+    # tear hypercorn down mid-flight (which skips the app's shutdown hooks).
+    connections = Connections()
+    token = current_connections.set(connections)
+    with trio.CancelScope(shield=True), _hypercorn.adapted() as live:
+
+        async def stop_when_asked() -> None:
+            await stopping.wait()
+            logger.info("stopping: closing connections within %.1f s", shutdown_timeout)
+            connections.go_away()
+            await trio.sleep(shutdown_timeout)
+            aborted = await live.abort()
+            if aborted:
+                logger.warning("closed %d connections still open at the deadline", aborted)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(stop_when_asked)
+                async with trio.open_nursery() as server:
+                    run = partial(hypercorn_serve, app, config, shutdown_trigger=stopping.wait)
+                    bound: list[str] = await server.start(run)
+                    address = Address.from_bind(bound[0])
+                    logger.info("serving on %s", address.url)
+                    task_status.started(address)
+                # hypercorn has finished: nothing is left to stop.
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            _raise_plainly(group)
+        finally:
+            current_connections.reset(token)
+
+
+def _raise_plainly(group: BaseExceptionGroup[BaseException]) -> None:
+    """Re-raise what hypercorn's nurseries wrapped, as the one error it is."""
+    from hypercorn.utils import LifespanFailureError
+
+    failed = group.subgroup(LifespanFailureError)
+    if failed is not None:
+        raise StartupFailed(str(failed.exceptions[0])) from None
+    leaves = group.exceptions
+    if len(leaves) == 1 and not isinstance(leaves[0], BaseExceptionGroup):
+        raise leaves[0] from None
+    raise group
