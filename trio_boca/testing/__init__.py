@@ -4,7 +4,7 @@ Both hand a test a WebSocket with the same API, so one test body can run
 against either.
 """
 
-from ._client import TestClient, TestWebSocket
+from ._client import TestClient, TestResponse, TestWebSocket
 from ._live import LiveServer, LiveWebSocket
 from ._session import ClientWebSocket, WebSocketRejected
 
@@ -13,6 +13,7 @@ __all__ = [
     "LiveServer",
     "LiveWebSocket",
     "TestClient",
+    "TestResponse",
     "TestWebSocket",
     "WebSocketRejected",
 ]

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json as json_module
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -26,6 +28,8 @@ from ..websockets import WebSocketDisconnect
 from ._session import ClientWebSocket, WebSocketRejected, open_nursery
 
 ASGIApp = Any  # any ASGI 3 callable: (scope, receive, send) -> Awaitable[None]
+
+_NO_JSON: Any = object()
 
 #: Like a server's per-connection queue (hypercorn's is 10): a test that floods
 #: a view which does not read feels backpressure, as it would over a socket.
@@ -91,6 +95,26 @@ class TestClient:
             finally:
                 self._nursery = None
 
+    def _scope(self, kind: str, path: str, headers: Mapping[str, str] | None) -> dict[str, Any]:
+        path, _, query = path.partition("?")
+        raw_headers = [(b"host", b"testserver")]
+        raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        return {
+            "type": kind,
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "scheme": "ws" if kind == "websocket" else "http",
+            "http_version": "1.1",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": raw_headers,
+            "client": self.client,
+            "server": ("testserver", 80),
+            "state": {},
+            "extensions": {RAISE_EXCEPTIONS: self.raise_server_exceptions},
+        }
+
     def websocket(
         self,
         path: str,
@@ -101,29 +125,128 @@ class TestClient:
         """Open a WebSocket to `path` (which may carry a query string)."""
         if self._nursery is None:
             raise RuntimeError("use the TestClient as `async with TestClient(app) as client:`")
-        path, _, query = path.partition("?")
-        raw_headers = [(b"host", b"testserver")]
-        raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-        scope = {
-            "type": "websocket",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "scheme": "ws",
-            "http_version": "1.1",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": query.encode(),
-            "root_path": "",
-            "headers": raw_headers,
-            "client": self.client,
-            "server": ("testserver", 80),
-            "subprotocols": list(subprotocols),
-            "state": {},
-            "extensions": {
-                "websocket.http.response": {},
-                RAISE_EXCEPTIONS: self.raise_server_exceptions,
-            },
-        }
+        scope = self._scope("websocket", path, headers)
+        scope["subprotocols"] = list(subprotocols)
+        scope["extensions"]["websocket.http.response"] = {}
         return TestWebSocket(self.app, scope, self._nursery)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | str | Iterable[bytes] | None = None,
+        json: Any = _NO_JSON,
+        headers: Mapping[str, str] | None = None,
+    ) -> TestResponse:
+        """Send one HTTP request to the app; the same keywords as httpx.
+
+        `content` given as an iterable of bytes is sent in chunks, without a
+        content-length, as a streaming client would.
+        """
+        headers = dict(headers or {})
+        chunks: list[bytes]
+        if json is not _NO_JSON:
+            chunks = [json_module.dumps(json).encode()]
+            headers.setdefault("content-type", "application/json")
+        elif content is None or isinstance(content, (bytes, str)):
+            chunks = [content.encode() if isinstance(content, str) else content or b""]
+        else:
+            chunks = list(content)
+        if len(chunks) == 1:
+            headers.setdefault("content-length", str(len(chunks[0])))
+        exchange = _HTTPExchange(chunks)
+        scope = self._scope("http", path, headers)
+        scope["method"] = method.upper()
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except Exception:
+            if self.raise_server_exceptions:
+                raise
+        return exchange.response()
+
+    async def get(self, path: str, **options: Any) -> TestResponse:
+        return await self.request("GET", path, **options)
+
+    async def head(self, path: str, **options: Any) -> TestResponse:
+        return await self.request("HEAD", path, **options)
+
+    async def post(self, path: str, **options: Any) -> TestResponse:
+        return await self.request("POST", path, **options)
+
+    async def put(self, path: str, **options: Any) -> TestResponse:
+        return await self.request("PUT", path, **options)
+
+    async def patch(self, path: str, **options: Any) -> TestResponse:
+        return await self.request("PATCH", path, **options)
+
+    async def delete(self, path: str, **options: Any) -> TestResponse:
+        return await self.request("DELETE", path, **options)
+
+
+@dataclass
+class TestResponse:
+    """An HTTP response from the app, with httpx's names."""
+
+    __test__ = False
+
+    status_code: int
+    headers: Headers
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode()
+
+    def json(self) -> Any:
+        return json_module.loads(self.content)
+
+
+class _HTTPExchange:
+    """The server's side of one in-process HTTP request."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+        #: How many body chunks the app asked for: a test can see it stop early.
+        self.chunks_read = 0
+        self._status: int | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._complete = trio.Event()
+
+    async def receive(self) -> Message:
+        if self.chunks_read < len(self._chunks):
+            self.chunks_read += 1
+            more = self.chunks_read < len(self._chunks)
+            await trio.lowlevel.checkpoint()
+            return {
+                "type": "http.request",
+                "body": self._chunks[self.chunks_read - 1],
+                "more_body": more,
+            }
+        await self._complete.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: Message) -> None:
+        await trio.lowlevel.checkpoint()
+        if message["type"] == "http.response.start":
+            if self._status is not None:
+                raise RuntimeError("http.response.start sent twice")
+            self._status = message["status"]
+            self._headers = list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            if self._status is None:
+                raise RuntimeError("http.response.body sent before http.response.start")
+            self._body.append(bytes(message.get("body", b"")))
+            if not message.get("more_body", False):
+                self._complete.set()
+        else:
+            raise RuntimeError(f"ASGI message {message['type']!r} is not an HTTP response message")
+
+    def response(self) -> TestResponse:
+        if self._status is None:  # the app ended without answering, as a server sees it
+            return TestResponse(500, Headers([]), b"")
+        return TestResponse(self._status, Headers.from_raw(self._headers), b"".join(self._body))
 
 
 class _Server(enum.Enum):
