@@ -96,7 +96,9 @@ async def run_connection(
     has been sent 1001.
     """
     view_scope = trio.CancelScope()
-    connections = current.get() or Connections()
+    connections = current.get()
+    if connections is None:  # not under serve(): nobody will ask us to go away
+        connections = Connections()
     if connections.going_away:
         view_scope.cancel()
     connections._scopes[ws] = view_scope
@@ -176,9 +178,9 @@ async def _finish(
     """
     path = ws.url.path
     failure: BaseException | None = None
-    leaves = [] if outcome is None else _leaves(outcome)
-    disconnects = [e for e in leaves if isinstance(e, WebSocketDisconnect)]
-    errors = [e for e in leaves if not isinstance(e, (WebSocketDisconnect, trio.Cancelled))]
+    parts = [] if outcome is None else leaves(outcome)
+    disconnects = [e for e in parts if isinstance(e, WebSocketDisconnect)]
+    errors = [e for e in parts if not isinstance(e, (WebSocketDisconnect, trio.Cancelled))]
     if disconnects:
         _log_departure(ws, disconnects[0].code, disconnects[0].reason)
     elif cancelled_for_leaving and ws.client_gone:
@@ -188,7 +190,7 @@ async def _finish(
         logger.error("WebSocket view for %s failed; %s", path, answered, exc_info=outcome)
         code, reason, status = 1011, "", 500
         failure = outcome
-    elif len(disconnects) < len(leaves) or (going_away and not ws.client_gone):
+    elif len(disconnects) < len(parts) or (going_away and not ws.client_gone):
         # Cancelled from outside, or by Connections.go_away: the server is stopping.
         logger.debug("WebSocket %s cancelled by the server stopping; closing with 1001", path)
         code, reason, status = 1001, "server shutting down", 503
@@ -207,7 +209,14 @@ def _log_departure(ws: WebSocket, code: int, reason: str) -> None:
         )
 
 
-def _leaves(exc: BaseException) -> list[BaseException]:
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions in `exc`, with every group flattened away."""
     if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
     return [exc]
+
+
+def sole_error(exc: BaseException) -> BaseException | None:
+    """The one exception in `exc` that is not a `trio.Cancelled`, if there is one."""
+    errors = [leaf for leaf in leaves(exc) if not isinstance(leaf, trio.Cancelled)]
+    return errors[0] if len(errors) == 1 else None

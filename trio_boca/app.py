@@ -88,6 +88,8 @@ class App:
             "shutdown": [],
         }
         self._nursery: trio.Nursery | None = None
+        #: Set when a startup hook failed, before the server is told.
+        self.startup_failed = False
 
     # -- declaring ---------------------------------------------------------------
 
@@ -281,6 +283,7 @@ class App:
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
+        self.startup_failed = False
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             started = await self._run_hooks("startup", send)
@@ -297,6 +300,7 @@ class App:
                 await hook()
         except Exception as exc:
             logger.error("%s hook failed", event, exc_info=exc)
+            self.startup_failed = event == "startup"
             message = f"{event} hook {_name(hook)} failed: {type(exc).__name__}: {exc}"
             await send({"type": f"lifespan.{event}.failed", "message": message})
             return False

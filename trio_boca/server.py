@@ -28,7 +28,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
 from . import _hypercorn
-from ._connection import Connections
+from ._connection import Connections, leaves, sole_error
 from ._connection import current as current_connections
 
 if sys.version_info < (3, 11):
@@ -91,13 +91,16 @@ async def serve(
     """
     config = config or make_config(host, port, shutdown_timeout)
     stopping = trio.Event()
-    async with trio.open_nursery() as nursery:
-        try:
-            address = await nursery.start(_run, app, config, stopping, shutdown_timeout)
-            task_status.started(address)
-            await trio.sleep_forever()
-        finally:
-            stopping.set()
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                address = await nursery.start(_run, app, config, stopping, shutdown_timeout)
+                task_status.started(address)
+                await trio.sleep_forever()
+            finally:
+                stopping.set()
+    except BaseExceptionGroup as group:
+        _raise_plainly(group)
 
 
 async def _run(
@@ -129,6 +132,10 @@ async def _run(
                 async with trio.open_nursery() as server:
                     run = partial(hypercorn_serve, app, config, shutdown_trigger=stopping.wait)
                     bound: list[str] = await server.start(run)
+                    if getattr(app, "startup_failed", False):
+                        # hypercorn binds even when startup failed (it only waits
+                        # for the lifespan task to end); its error is on the way.
+                        await trio.sleep_forever()
                     address = Address.from_bind(bound[0])
                     logger.info("serving on %s", address.url)
                     task_status.started(address)
@@ -144,10 +151,10 @@ def _raise_plainly(group: BaseExceptionGroup[BaseException]) -> None:
     """Re-raise what hypercorn's nurseries wrapped, as the one error it is."""
     from hypercorn.utils import LifespanFailureError
 
-    failed = group.subgroup(LifespanFailureError)
-    if failed is not None:
-        raise StartupFailed(str(failed.exceptions[0])) from None
-    leaves = group.exceptions
-    if len(leaves) == 1 and not isinstance(leaves[0], BaseExceptionGroup):
-        raise leaves[0] from None
-    raise group
+    for leaf in leaves(group):
+        if isinstance(leaf, LifespanFailureError):
+            raise StartupFailed(str(leaf)) from None
+    error = sole_error(group)
+    if error is None:
+        raise group
+    raise error from None

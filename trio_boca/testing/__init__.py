@@ -5,7 +5,7 @@ against either.
 """
 
 from ._client import TestClient, TestResponse, TestWebSocket
-from ._live import LiveServer, LiveWebSocket
+from ._live import LiveServer, LiveWebSocket, connect_websocket
 from ._session import ClientWebSocket, WebSocketRejected
 
 __all__ = [
@@ -16,4 +16,5 @@ __all__ = [
     "TestResponse",
     "TestWebSocket",
     "WebSocketRejected",
+    "connect_websocket",
 ]

@@ -103,31 +103,41 @@ class LiveServer:
         disconnect_timeout: float = 2.0,
     ) -> AbstractAsyncContextManager[LiveWebSocket]:
         """Connect a real WebSocket client to `path` (which may carry a query)."""
-        return _connect(
-            self.host,
-            self.port,
-            path,
-            subprotocols=list(subprotocols),
-            headers=[(k.encode(), v.encode()) for k, v in (headers or {}).items()],
+        return connect_websocket(
+            f"ws://{Address(self.host, self.port).url.split('://', 1)[1]}{path}",
+            subprotocols=subprotocols,
+            headers=headers,
             connect_timeout=connect_timeout,
             disconnect_timeout=disconnect_timeout,
         )
 
 
 @asynccontextmanager
-async def _connect(
-    host: str,
-    port: int,
-    path: str,
+async def connect_websocket(
+    url: str,
     *,
-    subprotocols: list[str],
-    headers: list[tuple[bytes, bytes]],
-    connect_timeout: float,
-    disconnect_timeout: float,
+    subprotocols: Iterable[str] = (),
+    headers: Mapping[str, str] | None = None,
+    connect_timeout: float = 5.0,
+    disconnect_timeout: float = 2.0,
 ) -> AsyncIterator[LiveWebSocket]:
-    # We open and close the TCP stream ourselves: trio-websocket 0.12.2 leaves
-    # its socket open when the handshake is refused or the server closes first.
+    """Connect a real WebSocket client (trio-websocket) to `url`, e.g. `ws://host:port/path`.
+
+    The session has the in-process test client's API. The TCP stream is opened
+    and closed here, not by trio-websocket: 0.12.2 leaves its socket open when
+    the handshake is refused or the server closes first.
+    """
+    from urllib.parse import urlsplit
+
     from trio_websocket import ConnectionRejected, wrap_client_stream
+
+    parts = urlsplit(url)
+    if parts.scheme != "ws" or parts.hostname is None:
+        raise ValueError(f"{url!r} is not a ws:// URL")
+    host, port = parts.hostname, parts.port or 80
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
 
     try:
         async with open_nursery() as nursery:
@@ -138,10 +148,12 @@ async def _connect(
                     connection = await wrap_client_stream(
                         nursery,
                         stream,
-                        f"{host}:{port}",
+                        parts.netloc,
                         path,
-                        subprotocols=subprotocols,
-                        extra_headers=headers,
+                        subprotocols=list(subprotocols),
+                        extra_headers=[
+                            (k.encode(), v.encode()) for k, v in (headers or {}).items()
+                        ],
                     )
                 try:
                     yield LiveWebSocket(connection)

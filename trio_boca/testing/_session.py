@@ -10,23 +10,11 @@ from typing import Any
 
 import trio
 
+from .._connection import sole_error
 from ..datastructures import Headers
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
-
-
-def sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception in `group` that is not a `trio.Cancelled`, if there is one."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        elif not isinstance(exc, trio.Cancelled):
-            leaves.append(exc)
-    return leaves[0] if len(leaves) == 1 else None
 
 
 @asynccontextmanager

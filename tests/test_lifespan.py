@@ -1,0 +1,116 @@
+"""Startup and shutdown hooks, and the app nursery, in-process and under serve()."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from trio_boca import App, Request, Response
+from trio_boca.server import StartupFailed
+from trio_boca.testing import LiveServer, TestClient
+
+from .conftest import TIMEOUT, records
+
+
+def app_with_hooks(events: list[str]) -> App:
+    app = App()
+
+    @app.on("startup")
+    async def first() -> None:
+        events.append("startup 1")
+
+    @app.on("startup")
+    async def second() -> None:
+        events.append("startup 2")
+
+    @app.on("shutdown")
+    async def closing() -> None:
+        events.append("shutdown")
+
+    async def background() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            events.append("background cancelled")
+
+    @app.route("/start")
+    async def start(req: Request, res: Response) -> None:
+        app.nursery.start_soon(background)
+        await trio.testing.wait_all_tasks_blocked()
+        res.text = "started"
+
+    return app
+
+
+@pytest.mark.parametrize("server", ["in-process", "serve"])
+async def test_hooks_run_in_order_and_background_tasks_end_before_shutdown_hooks(
+    server: str,
+) -> None:
+    import httpx
+
+    events: list[str] = []
+    app = app_with_hooks(events)
+    with trio.fail_after(TIMEOUT):
+        if server == "in-process":
+            async with TestClient(app) as client:
+                assert events == ["startup 1", "startup 2"]
+                assert (await client.get("/start")).text == "started"
+        else:
+            async with LiveServer(app) as live:
+                assert events == ["startup 1", "startup 2"]
+                async with httpx.AsyncClient(base_url=live.url) as client:
+                    assert (await client.get("/start")).text == "started"
+    assert events == ["startup 1", "startup 2", "background cancelled", "shutdown"]
+
+
+def test_app_nursery_outside_the_lifespan_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError, match="only between startup and shutdown"):
+        App().nursery  # noqa: B018
+
+
+def failing_app() -> App:
+    app = App()
+
+    @app.on("startup")
+    async def connect_to_database() -> None:
+        raise ConnectionRefusedError("database at db:5432 refused")
+
+    return app
+
+
+async def test_a_failing_startup_hook_stops_the_test_client(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with trio.fail_after(TIMEOUT), pytest.raises(RuntimeError, match="db:5432 refused"):
+        async with TestClient(failing_app()):
+            pass  # pragma: no cover
+    [error] = records(caplog, logging.ERROR)
+    assert isinstance(error.exc_info and error.exc_info[1], ConnectionRefusedError)
+
+
+async def test_a_failing_startup_hook_stops_serve_with_the_error_shown_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(StartupFailed, match="connect_to_database failed"):
+                await nursery.start(failing_app().serve, "127.0.0.1", 0)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].name == "trio_boca"
+
+
+def test_hooks_are_checked_at_declaration() -> None:
+    app = App()
+    with pytest.raises(ValueError, match="unknown event 'ready'"):
+        app.on("ready")  # type: ignore[arg-type]
+
+    def sync() -> None:  # pragma: no cover
+        pass
+
+    hook: Any = sync
+    with pytest.raises(TypeError, match="startup hook"):
+        app.on("startup")(hook)

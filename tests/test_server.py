@@ -1,0 +1,185 @@
+"""app.serve() inside a Trio program: address, graceful stop, bounded shutdown."""
+
+from __future__ import annotations
+
+import errno
+import gc
+import socket
+
+import httpx
+import pytest
+import trio
+import trio.testing
+
+from trio_boca import App, Request, Response, WebSocket, WebSocketDisconnect, _hypercorn
+from trio_boca.server import Address
+from trio_boca.testing import connect_websocket
+
+from .conftest import TIMEOUT
+from .rawclient import RawClient
+
+
+async def test_serve_in_a_nursery_hands_back_its_address() -> None:
+    app = App()
+
+    @app.websocket_route("/echo")
+    async def echo(ws: WebSocket) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            address: Address = await nursery.start(app.serve, "127.0.0.1", 0)
+            assert address.host == "127.0.0.1" and address.port > 0
+            assert address.url == f"http://127.0.0.1:{address.port}"
+            async with connect_websocket(f"ws://127.0.0.1:{address.port}/echo") as ws:
+                await ws.send("hi")
+                assert await ws.receive() == "hi"
+            nursery.cancel_scope.cancel()
+
+
+async def test_cancelling_serve_closes_websockets_with_1001_and_runs_shutdown() -> None:
+    app = App()
+    events: list[str] = []
+    connected = trio.Semaphore(0)
+
+    @app.on("shutdown")
+    async def closing() -> None:
+        events.append("shutdown hook")
+
+    @app.websocket_route("/wait")
+    async def wait(ws: WebSocket) -> None:
+        connected.release()
+        try:
+            await trio.sleep_forever()
+        finally:
+            events.append("view finally")
+
+    closes: list[tuple[int, str]] = []
+
+    async def client(port: int) -> None:
+        async with connect_websocket(f"ws://127.0.0.1:{port}/wait") as ws:
+            try:
+                await ws.receive()
+            except WebSocketDisconnect as closed:
+                closes.append((closed.code, closed.reason))
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as clients:
+            with trio.CancelScope() as serving:
+                async with trio.open_nursery() as nursery:
+                    address = await nursery.start(app.serve, "127.0.0.1", 0)
+                    for _ in range(3):
+                        clients.start_soon(client, address.port)
+                    for _ in range(3):
+                        await connected.acquire()
+                    stopped_at = trio.current_time()
+                    serving.cancel()
+            elapsed = trio.current_time() - stopped_at
+    assert closes == [(1001, "server shutting down")] * 3
+    assert events == ["view finally"] * 3 + ["shutdown hook"]
+    assert elapsed < 1.0  # nothing waited for the 5 s shutdown_timeout
+
+
+async def test_an_http_request_in_flight_finishes_during_the_stop() -> None:
+    app = App()
+    arrived = trio.Event()
+
+    @app.route("/slow")
+    async def slow(req: Request, res: Response) -> None:
+        arrived.set()
+        await trio.sleep(0.3)
+        res.text = "done"
+
+    results: list[httpx.Response] = []
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as outer:
+            with trio.CancelScope() as serving:
+                async with trio.open_nursery() as nursery:
+                    address = await nursery.start(app.serve, "127.0.0.1", 0)
+
+                    async def request() -> None:
+                        async with httpx.AsyncClient() as client:
+                            results.append(await client.get(address.url + "/slow"))
+
+                    outer.start_soon(request)
+                    await arrived.wait()
+                    serving.cancel()
+    [response] = results
+    assert (response.status_code, response.text) == (200, "done")
+
+
+async def test_a_client_that_stopped_reading_cannot_hold_the_stop_past_its_deadline() -> None:
+    app = App()
+    flooding = trio.Event()
+
+    @app.websocket_route("/flood")
+    async def flood(ws: WebSocket) -> None:
+        chunk = "x" * 65536
+        while True:
+            await ws.send(chunk)
+            flooding.set()
+
+    with trio.fail_after(TIMEOUT):
+        with trio.CancelScope() as serving:
+            async with trio.open_nursery() as nursery:
+                address = await nursery.start(
+                    lambda task_status: app.serve(
+                        "127.0.0.1", 0, shutdown_timeout=0.5, task_status=task_status
+                    )
+                )
+                client = await RawClient.connect(address.port, "/flood")  # never reads
+                await flooding.wait()
+                await trio.sleep(0.5)  # until hypercorn's shielded write is stuck
+                stopped_at = trio.current_time()
+                serving.cancel()
+        elapsed = trio.current_time() - stopped_at
+        await client.abort()
+    assert 0.4 < elapsed < 2.0
+
+
+# hypercorn 0.18 leaks the socket it made when bind() fails (Config._create_sockets).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_a_port_in_use_is_an_os_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                with pytest.raises(OSError) as error:
+                    await nursery.start(App().serve, "127.0.0.1", port)
+    assert error.value.errno == errno.EADDRINUSE
+    del error  # its traceback holds hypercorn's leaked socket; meet it here,
+    gc.collect()  # under this test's filter, not at the end of the session
+
+
+def test_the_hypercorn_adaptation_covers_the_installed_hypercorn() -> None:
+    """Fails when hypercorn moves past the versions the adapter was checked on:
+    re-check tests/test_errors.py (close codes) and the shutdown tests, then
+    extend _hypercorn.CHECKED."""
+    assert _hypercorn.supported()
+
+
+async def test_under_serve_the_view_sees_the_clients_real_close_code() -> None:
+    app = App()
+    seen: list[WebSocketDisconnect] = []
+    done = trio.Event()
+
+    @app.websocket_route("/code", caught_close_codes=[])
+    async def code(ws: WebSocket) -> None:
+        try:
+            await ws.receive()
+        except WebSocketDisconnect as exc:
+            seen.append(exc)
+            done.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(app.serve, "127.0.0.1", 0)
+            async with connect_websocket(f"ws://127.0.0.1:{address.port}/code") as ws:
+                await ws.close(4002, "bye")
+            await done.wait()
+            nursery.cancel_scope.cancel()
+    [exc] = seen
+    assert (exc.code, exc.reason) == (4002, "bye")
