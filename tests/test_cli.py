@@ -1,0 +1,169 @@
+"""`trio-boca run` as a person runs it: a subprocess, a request, a signal, an exit code."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from trio_boca import WebSocketDisconnect
+from trio_boca.testing import connect_websocket
+
+from .conftest import TIMEOUT
+
+CLI = [sys.executable, "-m", "trio_boca"]
+
+
+class Server:
+    def __init__(self, process: trio.Process, url: str) -> None:
+        self.process = process
+        self.url = url
+
+    @property
+    def ws_url(self) -> str:
+        return "ws" + self.url[len("http") :]
+
+    async def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return await self.process.wait()
+
+
+async def start(*args: str, cwd: Path | None = None) -> Server:
+    process = await trio.lowlevel.open_process(
+        [*CLI, "run", *args, "--port", "0"],
+        stdout=subprocess.PIPE,
+        cwd=cwd or Path.cwd(),
+    )
+    assert process.stdout is not None
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = await process.stdout.receive_some(1)
+        assert chunk, "the CLI exited before it served"
+        line += chunk
+    # "trio-boca: serving tests.cli_apps:app on http://127.0.0.1:PORT ..."
+    url = line.decode().split(" on ", 1)[1].split()[0]
+    return Server(process, url)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+async def test_run_serves_until_sigterm_then_closes_websockets_with_1001() -> None:
+    with trio.fail_after(TIMEOUT):
+        server = await start("tests.cli_apps:app")
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(server.url + "/pid")).text == str(server.process.pid)
+        async with connect_websocket(server.ws_url + "/wait") as ws:
+            assert await ws.receive() == "ready"
+            server.process.send_signal(signal.SIGTERM)
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await ws.receive()
+        assert await server.process.wait() == 0
+    assert (closed.value.code, closed.value.reason) == (1001, "server shutting down")
+
+
+async def test_the_console_script_and_the_demo_page() -> None:
+    script = Path(sys.executable).parent / "trio-boca"
+    with trio.fail_after(TIMEOUT):
+        process = await trio.lowlevel.open_process(
+            [str(script), "run", "examples.echo:app", "--port", "0"], stdout=subprocess.PIPE
+        )
+        assert process.stdout is not None
+        line = (await process.stdout.receive_some(4096)).decode()
+        url = line.split(" on ", 1)[1].split()[0]
+        async with httpx.AsyncClient() as http:
+            page = await http.get(url + "/")
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        assert await process.wait() == 0
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "new WebSocket(" in page.text
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("nowhere:app", "cannot import 'nowhere': no module named 'nowhere'"),
+        ("tests.cli_apps:nothing", "module 'tests.cli_apps' has no attribute 'nothing'"),
+        ("tests.cli_apps", "'tests.cli_apps' is not module:attribute"),
+    ],
+)
+def test_a_bad_target_is_one_clear_line(target: str, message: str) -> None:
+    result = subprocess.run([*CLI, "run", target], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"trio-boca: {message}" + result.stderr.split(message, 1)[1].rstrip()
+    ]
+
+
+def test_a_failing_startup_shows_the_error_once_and_exits_1() -> None:
+    result = subprocess.run(
+        [*CLI, "run", "tests.cli_apps:broken", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("ConnectionRefusedError: database at db:5432 refused") == 1
+    assert result.stderr.rstrip().endswith(
+        "trio-boca: the app's startup failed (see above); not serving"
+    )
+
+
+async def test_workers_share_one_socket_and_stop_together() -> None:
+    with trio.fail_after(TIMEOUT * 2):
+        server = await start("tests.cli_apps:app", "--workers", "2")
+        pids: set[str] = set()
+        with trio.fail_after(TIMEOUT):
+            while len(children(server.process.pid)) < 2:  # noqa: ASYNC110 - polling /proc
+                await trio.sleep(0.05)
+            workers = set(map(str, children(server.process.pid)))
+            async with httpx.AsyncClient() as http:
+                for _ in range(5):
+                    pids.add((await http.get(server.url + "/pid")).text)
+        assert pids <= workers
+        assert await server.stop() == 0
+        assert children(server.process.pid) == []
+
+
+async def test_reload_restarts_workers_when_code_changes(tmp_path: Path) -> None:
+    module = tmp_path / "reloaded.py"
+    source = (
+        "from trio_boca import App\n"
+        "app = App()\n"
+        "@app.route('/')\n"
+        "async def version(req, res):\n"
+        "    res.text = 'v1'\n"
+    )
+    module.write_text(source)
+    with trio.fail_after(TIMEOUT * 2):
+        server = await start("reloaded:app", "--reload", cwd=tmp_path)
+        async with httpx.AsyncClient() as http:
+
+            async def version() -> str:
+                while True:
+                    try:
+                        return (await http.get(server.url + "/")).text
+                    except httpx.TransportError:  # workers restarting
+                        await trio.sleep(0.05)
+
+            assert await version() == "v1"
+            module.write_text(source.replace("v1", "v2"))
+            os.utime(module)
+            while await version() != "v2":  # noqa: ASYNC110 - waiting for the reload
+                await trio.sleep(0.1)
+        assert await server.stop() == 0

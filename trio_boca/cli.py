@@ -1,0 +1,226 @@
+"""`trio-boca run module:app`: hypercorn's Trio worker with trio_boca's defaults.
+
+One worker serves in this process. With `--workers N` or `--reload`, this
+process becomes a small supervisor: it binds the socket itself and hands it
+to worker processes (each a full trio_boca server, so each closes its
+WebSockets with 1001 when stopped), and with `--reload` it restarts them when
+a Python file under the current directory changes.
+
+SIGINT (Ctrl-C) and SIGTERM stop gracefully: see `trio_boca.server`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ._connection import sole_error
+from .server import StartupFailed, make_config, serve
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+EXIT_USAGE = 2
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class UsageError(Exception):
+    """A mistake on the command line, reported in one line."""
+
+
+def load_app(target: str) -> Any:
+    """Import `module:attribute` (the current directory is importable)."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise UsageError(f"{target!r} is not module:attribute, e.g. examples.echo:app")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise UsageError(
+                f"cannot import {module_name!r}: no module named {exc.name!r}"
+            ) from None
+        raise
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise UsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="trio-boca", description=__doc__.split("\n", 1)[0])
+    commands = main.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="serve an app")
+    run.add_argument("app", help="the app to serve, as module:attribute")
+    run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=8000, help="port to bind; 0 picks a free one")
+    run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    run.add_argument("--reload", action="store_true", help="restart when a .py file changes")
+    run.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=5.0,
+        help="seconds a stop may take before open connections are cut (default 5)",
+    )
+    run.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # set by the supervisor
+    return main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if options.workers < 1:
+            raise UsageError("--workers must be at least 1")
+        app = load_app(options.app)
+        if options.workers == 1 and not options.reload:
+            return _run(_serve, app, options)
+        return _run(_supervise, options)
+    except UsageError as exc:
+        print(f"trio-boca: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StartupFailed:
+        print("trio-boca: the app's startup failed (see above); not serving", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"trio-boca: cannot serve on {options.host}:{options.port}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(function: Any, *args: Any) -> int:
+    """trio.run, raising the one real error a nursery wrapped, as itself."""
+    try:
+        result: int = trio.run(function, *args)
+    except BaseExceptionGroup as group:
+        error = sole_error(group)
+        if error is None:
+            raise
+        raise error from None
+    return result
+
+
+async def _serve(app: Any, options: argparse.Namespace) -> int:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+            if options.fd is None:
+                config = make_config(options.host, options.port, options.shutdown_timeout)
+            else:
+                config = make_config(options.host, 0, options.shutdown_timeout)
+                config.bind = [f"fd://{options.fd}"]
+            address = await nursery.start(
+                lambda task_status: serve(
+                    app,
+                    shutdown_timeout=options.shutdown_timeout,
+                    config=config,
+                    task_status=task_status,
+                )
+            )
+            if options.fd is None:
+                print(f"trio-boca: serving {options.app} on {address.url}", flush=True)
+            async for signum in signals:
+                logging.getLogger("trio_boca").info("%s: stopping", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+    return 0
+
+
+async def _supervise(options: argparse.Namespace) -> int:
+    family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    with listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((options.host, options.port))
+        listener.listen(2048)
+        port = listener.getsockname()[1]
+        host = f"[{options.host}]" if family == socket.AF_INET6 else options.host
+        print(
+            f"trio-boca: serving {options.app} on http://{host}:{port} "
+            f"with {options.workers} worker{'s' if options.workers > 1 else ''}"
+            + (", reloading on changes" if options.reload else ""),
+            flush=True,
+        )
+        command = [
+            sys.executable,
+            "-m",
+            "trio_boca",
+            "run",
+            options.app,
+            "--fd",
+            str(listener.fileno()),
+        ]
+        command += ["--shutdown-timeout", str(options.shutdown_timeout)]
+        with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            while True:
+                reason = await _run_workers(command, listener.fileno(), options, signals)
+                if reason != "changed":
+                    return 0 if reason == "signal" else 1
+                logging.getLogger("trio_boca").info("a .py file changed: restarting workers")
+
+
+async def _run_workers(
+    command: list[str], fd: int, options: argparse.Namespace, signals: Any
+) -> str:
+    """Run the workers until a signal, a change (with --reload), or a worker exits."""
+    reason = "exited"
+    async with trio.open_nursery() as nursery:
+        workers = [
+            await trio.lowlevel.open_process(command, pass_fds=(fd,))
+            for _ in range(options.workers)
+        ]
+
+        async def until(event: str, wait: Any) -> None:
+            nonlocal reason
+            await wait()
+            reason = event
+            nursery.cancel_scope.cancel()
+
+        async def next_signal() -> None:
+            async for _ in signals:
+                return
+
+        nursery.start_soon(until, "signal", next_signal)
+        if options.reload:
+            nursery.start_soon(until, "changed", _changed)
+        for worker in workers:
+            nursery.start_soon(until, "exited", worker.wait)
+    with trio.CancelScope(shield=True):
+        for worker in workers:
+            if worker.returncode is None:
+                worker.send_signal(signal.SIGTERM)
+        with trio.move_on_after(options.shutdown_timeout + 5):
+            for worker in workers:
+                await worker.wait()
+        for worker in workers:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+    return reason
+
+
+async def _changed(root: Path = Path(".")) -> None:
+    """Return once a .py file under `root` is added, removed or modified."""
+
+    def snapshot() -> dict[Path, float]:
+        return {
+            path: path.stat().st_mtime
+            for path in root.rglob("*.py")
+            if ".venv" not in path.parts and "site-packages" not in path.parts
+        }
+
+    before = await trio.to_thread.run_sync(snapshot)
+    while True:
+        await trio.sleep(0.5)
+        if await trio.to_thread.run_sync(snapshot) != before:
+            return
