@@ -105,9 +105,8 @@ async def test_the_console_script_and_the_demo_page() -> None:
 def test_a_bad_target_is_one_clear_line(target: str, message: str) -> None:
     result = subprocess.run([*CLI, "run", target], capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [
-        f"trio-boca: {message}" + result.stderr.split(message, 1)[1].rstrip()
-    ]
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"trio-boca: {message}")
 
 
 def test_a_failing_startup_shows_the_error_once_and_exits_1() -> None:
