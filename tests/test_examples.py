@@ -91,3 +91,18 @@ async def test_clock_stops_when_its_client_leaves(serve: Transport) -> None:
                     await stopped.wait()
     finally:
         clock_logger.removeHandler(handler)
+
+
+async def test_embedded_server_runs_beside_the_rest_of_the_program() -> None:
+    from examples.embedded import main
+    from trio_boca.testing import connect_websocket
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(main)
+            async with connect_websocket(url) as ws:
+                first = (await ws.receive_json())["latest"]
+            await trio.sleep(0.25)
+            async with connect_websocket(url) as ws:
+                assert (await ws.receive_json())["latest"] > first
+            nursery.cancel_scope.cancel()
