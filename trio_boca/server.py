@@ -69,6 +69,9 @@ def make_config(host: str, port: int, shutdown_timeout: float, **settings: Any) 
     config.graceful_timeout = shutdown_timeout
     config.shutdown_timeout = shutdown_timeout  # for the app's shutdown hooks
     config.accesslog = None
+    # hypercorn's messages go through standard logging, configured (or not) by
+    # the program; given a logger, hypercorn adds no handler of its own.
+    config.errorlog = logging.getLogger("hypercorn.error")
     for name, value in settings.items():
         setattr(config, name, value)
     return config
@@ -137,7 +140,7 @@ async def _run(
                         # for the lifespan task to end); its error is on the way.
                         await trio.sleep_forever()
                     address = Address.from_bind(bound[0])
-                    logger.info("serving on %s", address.url)
+                    logger.debug("serving on %s", address.url)
                     task_status.started(address)
                 # hypercorn has finished: nothing is left to stop.
                 nursery.cancel_scope.cancel()
