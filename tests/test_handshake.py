@@ -228,13 +228,20 @@ async def test_reject_without_the_denial_extension_falls_back_to_403() -> None:
     assert (rejected.value.status, rejected.value.body) == (403, b"")
 
 
-async def test_unknown_path_is_refused_with_404(serve: Transport) -> None:
+async def test_unknown_path_or_unconvertible_parameter_is_refused_with_404(
+    serve: Transport,
+) -> None:
     app = App()
+
+    @app.websocket_route("/seats/{seat:int}")
+    async def seats(ws: WebSocket, seat: int) -> None:  # pragma: no cover
+        pass
 
     with trio.fail_after(TIMEOUT):
         async with serve(app) as server:
-            rejected = await refused(server, "/nowhere")
-    assert rejected.status == 404
+            unknown = await refused(server, "/nowhere")
+            not_an_int = await refused(server, "/seats/twelve")
+    assert unknown.status == not_an_int.status == 404
 
 
 async def test_path_parameters_reach_the_view(serve: Transport) -> None:
