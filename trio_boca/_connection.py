@@ -15,18 +15,15 @@ the socket once ten messages wait unread).
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 import trio
 
+from ._errors import leaves
 from ._inbox import Message
 from .websockets import WebSocket, WebSocketDisconnect, WebSocketState
-
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
 
 logger = logging.getLogger("trio_boca")
 
@@ -174,7 +171,8 @@ async def _finish(
     """Log how the view ended, then close with the code that road calls for.
 
     Each road gives a close code for an accepted connection and an HTTP
-    status for a handshake still unanswered.
+    status for a handshake still unanswered. An exception with a `close_code`
+    attribute (and a `reason`) chooses its own code.
     """
     path = ws.url.path
     failure: BaseException | None = None
@@ -185,7 +183,13 @@ async def _finish(
         _log_departure(ws, disconnects[0].code, disconnects[0].reason)
     elif cancelled_for_leaving and ws.client_gone:
         _log_departure(ws, ws.close_code or 1005, ws.close_reason or "")
-    if errors:
+    coded = [e for e in errors if isinstance(getattr(e, "close_code", None), int)]
+    if errors and len(coded) == len(errors):
+        # Exceptions that say how to close (broadcast's SlowSubscriber, say):
+        # an expected end, not a crash.
+        code, reason, status = coded[0].close_code, str(getattr(coded[0], "reason", "")), 503  # type: ignore[attr-defined]
+        logger.warning("WebSocket %s closed with %d: %s", path, code, reason)
+    elif errors:
         answered = "answered 500" if ws.connection_state is _CONNECTING else "closed with 1011"
         logger.error("WebSocket view for %s failed; %s", path, answered, exc_info=outcome)
         code, reason, status = 1011, "", 500
@@ -207,16 +211,3 @@ def _log_departure(ws: WebSocket, code: int, reason: str) -> None:
         logger.warning(
             "WebSocket %s closed with %d%s", ws.url.path, code, f" ({reason})" if reason else ""
         )
-
-
-def leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions in `exc`, with every group flattened away."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
-    return [exc]
-
-
-def sole_error(exc: BaseException) -> BaseException | None:
-    """The one exception in `exc` that is not a `trio.Cancelled`, if there is one."""
-    errors = [leaf for leaf in leaves(exc) if not isinstance(leaf, trio.Cancelled)]
-    return errors[0] if len(errors) == 1 else None

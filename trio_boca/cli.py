@@ -24,11 +24,8 @@ from typing import Any
 
 import trio
 
-from ._connection import sole_error
+from ._errors import plain_errors
 from .server import StartupFailed, make_config, serve
-
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
 
 EXIT_USAGE = 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -101,13 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(function: Any, *args: Any) -> int:
     """trio.run, raising the one real error a nursery wrapped, as itself."""
-    try:
+    with plain_errors():
         result: int = trio.run(function, *args)
-    except BaseExceptionGroup as group:
-        error = sole_error(group)
-        if error is None:
-            raise
-        raise error from None
     return result
 
 

@@ -28,8 +28,9 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
 from . import _hypercorn
-from ._connection import Connections, leaves, sole_error
+from ._connection import Connections
 from ._connection import current as current_connections
+from ._errors import leaves, plain_errors
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -157,7 +158,5 @@ def _raise_plainly(group: BaseExceptionGroup[BaseException]) -> None:
     for leaf in leaves(group):
         if isinstance(leaf, LifespanFailureError):
             raise StartupFailed(str(leaf)) from None
-    error = sole_error(group)
-    if error is None:
+    with plain_errors():
         raise group
-    raise error from None

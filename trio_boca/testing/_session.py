@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
-from .._connection import sole_error
+from .._errors import plain_errors
 from ..datastructures import Headers
-
-if sys.version_info < (3, 11):
-    from exceptiongroup import BaseExceptionGroup
 
 
 @asynccontextmanager
@@ -24,14 +20,9 @@ async def open_nursery() -> AsyncIterator[trio.Nursery]:
     A test that writes `pytest.raises(SomeError)` around a client block, or
     reads a failed assertion, wants the error, not an ExceptionGroup of one.
     """
-    try:
+    with plain_errors():
         async with trio.open_nursery() as nursery:
             yield nursery
-    except BaseExceptionGroup as group:
-        error = sole_error(group)
-        if error is None:
-            raise
-        raise error from None
 
 
 class WebSocketRejected(Exception):
