@@ -18,7 +18,7 @@ import pytest
 def require(program: str) -> str:
     path = shutil.which(program)
     if path is None:
-        message = f"{program} is not installed (apt-get install it; .ci/run does)"
+        message = f"{program} is not installed (apt-get install it; scripts/test does, as root)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
