@@ -54,7 +54,7 @@ async def trio_boca_client(seconds: float) -> float:
 
 
 async def quart_trio_client(seconds: float) -> float:
-    app = quart_trio()
+    app: Any = quart_trio()
     async with app.test_app() as test_app:
         client = test_app.test_client()
         async with client.websocket("/echo") as ws:
