@@ -15,12 +15,18 @@ from trio_boca.testing import TestClient
 from .conftest import TIMEOUT, Transport
 
 
+async def no_server() -> dict[str, object]:
+    """These tests drive the queue alone: the server never says anything."""
+    await trio.sleep_forever()
+    raise AssertionError  # pragma: no cover
+
+
 def text(n: int) -> dict[str, object]:
     return {"type": "websocket.receive", "text": str(n)}
 
 
 async def test_inbox_is_bounded_by_count() -> None:
-    inbox = Inbox(max_messages=3, max_bytes=1000)
+    inbox = Inbox(no_server, max_messages=3, max_bytes=1000)
     for n in range(3):
         assert await inbox.put(text(n), 1, patience=1)
     with trio.move_on_after(0.05) as waited:
@@ -29,7 +35,7 @@ async def test_inbox_is_bounded_by_count() -> None:
 
 
 async def test_inbox_is_bounded_by_size_but_always_admits_one_message() -> None:
-    inbox = Inbox(max_messages=100, max_bytes=10)
+    inbox = Inbox(no_server, max_messages=100, max_bytes=10)
     assert await inbox.put(text(0), 50, patience=1)  # larger than the budget, but alone
     with trio.move_on_after(0.05) as waited:
         await inbox.put(text(1), 1, patience=10)
@@ -43,14 +49,14 @@ async def test_inbox_is_bounded_by_size_but_always_admits_one_message() -> None:
 
 
 async def test_inbox_gives_up_on_a_reader_that_takes_nothing() -> None:
-    inbox = Inbox(max_messages=1, max_bytes=1000)
+    inbox = Inbox(no_server, max_messages=1, max_bytes=1000)
     assert await inbox.put(text(0), 1, patience=1)
     with trio.fail_after(1):
         assert not await inbox.put(text(1), 1, patience=0.05)
 
 
 async def test_inbox_waits_for_a_slow_reader_as_long_as_it_makes_progress() -> None:
-    inbox = Inbox(max_messages=1, max_bytes=1000)
+    inbox = Inbox(no_server, max_messages=1, max_bytes=1000)
     got: list[str] = []
 
     async def slow_reader() -> None:
@@ -68,7 +74,7 @@ async def test_inbox_waits_for_a_slow_reader_as_long_as_it_makes_progress() -> N
 
 
 async def test_inbox_delivers_what_is_queued_before_the_end() -> None:
-    inbox = Inbox(max_messages=10, max_bytes=1000)
+    inbox = Inbox(no_server, max_messages=10, max_bytes=1000)
     await inbox.put(text(0), 1, patience=1)
     inbox.end(1006, "")
     assert (await inbox.get())["text"] == "0"

@@ -1,15 +1,16 @@
 """One WebSocket connection from handshake to close.
 
     connection nursery
-    ├── pump: server receive() -> inbox; on disconnect, tell or cancel the view
-    └── view cancel scope
-        └── view(ws, **params)
+    ├── view cancel scope
+    │   └── view(ws, **params)         reads the server itself while in receive()
+    └── pump, while the view stays away from receive(): server -> inbox;
+        on disconnect, tell the view or cancel it
     leaving the scope, by any road -> one close, with the code that road calls for
 
 The pump is what lets a view that only sends, or waits on something else,
 learn that its client left: somebody must keep reading the server's queue,
 or a disconnect is never seen (hypercorn never fails a send, and stops reading
-the socket once ten messages wait unread).
+the socket once ten messages wait unread). See `_inbox.py` for when it runs.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ logger = logging.getLogger("trio_boca")
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-_CONNECTING = WebSocketState.CONNECTING
-_OPEN = (WebSocketState.CONNECTING, WebSocketState.CONNECTED)
+_CONNECTING, _CONNECTED = WebSocketState.CONNECTING, WebSocketState.CONNECTED
+_OPEN = (_CONNECTING, _CONNECTED)
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,6 @@ current: ContextVar[Connections | None] = ContextVar("trio_boca_connections", de
 
 async def run_connection(
     ws: WebSocket,
-    receive: Receive,
     view: Callable[[], Awaitable[None]],
     *,
     auto_accept: bool,
@@ -99,9 +99,17 @@ async def run_connection(
     if connections.going_away:
         view_scope.cancel()
     connections._scopes[ws] = view_scope
+    inbox = ws._inbox
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_pump, receive, ws, view_scope, limits)
+
+            def start_pump() -> None:
+                if not inbox.pumping:
+                    inbox.pumping = True
+                    nursery.start_soon(_pump, ws, view_scope, limits)
+
+            inbox.start_pump = start_pump
+            inbox.mark_away()  # until the view first calls receive()
             outcome: BaseException | None = None
             try:
                 with view_scope:
@@ -110,6 +118,7 @@ async def run_connection(
                     await view()
             except BaseException as exc:
                 outcome = exc
+            inbox.forget()
             failure = await _finish(
                 ws,
                 outcome,
@@ -124,41 +133,57 @@ async def run_connection(
     return failure
 
 
-async def _pump(
-    receive: Receive, ws: WebSocket, view_scope: trio.CancelScope, limits: Limits
-) -> None:
+async def _pump(ws: WebSocket, view_scope: trio.CancelScope, limits: Limits) -> None:
+    """Read for a view that stays away from receive(), until it comes back."""
     inbox = ws._inbox
-    while True:
-        message = await receive()
-        kind = message["type"]
-        if kind == "websocket.receive":
-            text, data = message.get("text"), message.get("bytes")
-            size = len(text) if text is not None else len(data or b"")
-            if await inbox.put(message, size, limits.stall_timeout):
-                continue
-            logger.warning(
-                "closing WebSocket %s with 1008: the view read nothing for %.1f s "
-                "with %d messages waiting",
-                ws.url.path,
-                limits.stall_timeout,
-                len(inbox),
-            )
-            await ws._close_on_the_way_out(1008, "message queue full: the server is not reading")
-            view_scope.cancel()
-            return
-        if kind == "websocket.disconnect":
-            ws._client_left(message.get("code", 1005), message.get("reason") or "")
-            if ws.connection_state not in _OPEN:
-                return  # the client acknowledged our close or rejection: all done
-            # A view blocked in receive() is told at once and finishes on its
-            # own; give one that is busy elsewhere a moment to come back to
-            # receive(), so that `async for` loops end the same way whatever
-            # they were doing. A view that only sends or waits is cancelled.
-            with trio.move_on_after(limits.disconnect_grace):
-                await ws._told.wait()
-            if not ws._told.is_set():
-                view_scope.cancel()
-            return
+    try:
+        while True:
+            message = await inbox.receive_from_server()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                if ws.connection_state is not _CONNECTED:
+                    continue  # sent before the client saw our close: nobody wants it
+                text, data = message.get("text"), message.get("bytes")
+                size = len(text) if text is not None else len(data or b"")
+                if not await inbox.put(message, size, limits.stall_timeout):
+                    await _close_for_stall(ws, view_scope, limits)
+                    return
+                if inbox.waiting:
+                    return  # the view is back in receive(): it reads for itself
+            elif kind == "websocket.disconnect":
+                ws._client_left(message.get("code", 1005), message.get("reason") or "")
+                if ws.connection_state in _OPEN:
+                    await _tell_or_cancel(ws, view_scope, limits)
+                return  # otherwise the client acknowledged our close or rejection
+    finally:
+        inbox.pump_stopped()
+
+
+async def _tell_or_cancel(ws: WebSocket, view_scope: trio.CancelScope, limits: Limits) -> None:
+    """The client left while the view was away from receive().
+
+    A view that comes back to receive() within `disconnect_grace` of leaving
+    it is told, and finishes on its own: `async for` loops then end the same
+    way whatever they were doing when the client left. A view away longer
+    (it only sends, or waits on something else) is cancelled.
+    """
+    since = ws._inbox.away_since
+    deadline = (since if since is not None else trio.current_time()) + limits.disconnect_grace
+    with trio.move_on_at(max(deadline, trio.current_time())):
+        await ws._told.wait()
+    if not ws._told.is_set():
+        view_scope.cancel()
+
+
+async def _close_for_stall(ws: WebSocket, view_scope: trio.CancelScope, limits: Limits) -> None:
+    logger.warning(
+        "closing WebSocket %s with 1008: the view read nothing for %.1f s with %d messages waiting",
+        ws.url.path,
+        limits.stall_timeout,
+        len(ws._inbox),
+    )
+    await ws._close_on_the_way_out(1008, "message queue full: the server is not reading")
+    view_scope.cancel()
 
 
 async def _finish(

@@ -1,14 +1,31 @@
-"""The bounded queue between a connection's receive pump and its view."""
+"""Who reads a connection's messages from the server, and where they wait.
+
+A view in `receive()` reads the server's queue itself: the fast path, no
+extra task and no extra task switch per message. But somebody must also read
+while the view is *not* in `receive()` (it only sends, or waits on something
+else), or the client's departure would never be seen (hypercorn never fails a
+send, and stops reading the socket once ten messages wait unread). That is
+the pump's job: a task of the connection's nursery, started for a view that
+has stayed away from `receive()` for a tick (`AWAY_TICK`), which reads into
+the bounded inbox until the view comes back.
+
+One watchdog per Trio run notices the views that stay away. It wakes once a
+tick, and only while some view is away: an idle server costs nothing, and a
+busy one costs a dictionary update per message instead of a task switch.
+"""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import trio
 
 Message = MutableMapping[str, Any]
+
+#: How long a view may stay away from receive() before a pump reads for it.
+AWAY_TICK = 0.05
 
 
 class ClientGone(Exception):
@@ -21,22 +38,36 @@ class ClientGone(Exception):
 
 
 class Inbox:
-    """Inbound messages waiting for the view, bounded in count and in size.
+    """Inbound messages for the view, bounded in count and in size.
 
-    The pump is the only producer. When the inbox is full the pump waits,
-    which stops it calling the server's `receive()`, which makes the server
-    stop reading the socket: backpressure all the way to the client's TCP
-    window, and nothing is ever dropped. One message larger than `max_bytes`
-    is still admitted when the inbox is empty, so a legal message can always
-    get through; memory stays under `max_bytes` plus one message.
-
-    Sizes count characters for text and bytes for binary: close enough to
-    bound memory without encoding every message twice.
+    When a pump reads, a full inbox makes it wait, which stops it calling the
+    server's `receive()`, which makes the server stop reading the socket:
+    backpressure all the way to the client's TCP window, and nothing is ever
+    dropped. One message larger than `max_bytes` is still admitted when the
+    inbox is empty, so a legal message can always get through; memory stays
+    under `max_bytes` plus one message. Sizes count characters for text and
+    bytes for binary: close enough to bound memory without encoding twice.
     """
 
-    def __init__(self, max_messages: int, max_bytes: int) -> None:
+    def __init__(
+        self,
+        receive: Callable[[], Awaitable[Message]],
+        max_messages: int,
+        max_bytes: int,
+    ) -> None:
+        self.receive_from_server = receive
         self.max_messages = max_messages
         self.max_bytes = max_bytes
+        #: Called with (code, reason) when a direct read finds the client gone.
+        self.on_disconnect: Callable[[int, str], None] = self.end
+        #: Called by the watchdog when the view has stayed away; starts a pump.
+        self.start_pump: Callable[[], None] = lambda: None
+        #: A pump is reading for the view.
+        self.pumping = False
+        #: View tasks inside get().
+        self.waiting = 0
+        #: When the view last left receive(), for as long as it stays away.
+        self.away_since: float | None = None
         self._messages: deque[tuple[Message, int]] = deque()
         self._bytes = 0
         self._end: ClientGone | None = None
@@ -45,6 +76,55 @@ class Inbox:
 
     def __len__(self) -> int:
         return len(self._messages)
+
+    # -- the view's side ---------------------------------------------------------
+
+    async def get(self) -> Message:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._come_back()
+        try:
+            while True:
+                if self._messages:
+                    message, size = self._messages.popleft()
+                    self._bytes -= size
+                    self._writable.unpark()
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return message
+                if self._end is not None:
+                    raise ClientGone(self._end.code, self._end.reason)
+                if self.pumping:
+                    await self._readable.park()
+                    continue
+                message = await self.receive_from_server()
+                kind = message["type"]
+                if kind == "websocket.receive":
+                    return message
+                if kind == "websocket.disconnect":
+                    self.on_disconnect(message.get("code", 1005), message.get("reason") or "")
+        finally:
+            self._go_away()
+
+    def _come_back(self) -> None:
+        self.waiting += 1
+        self.away_since = None
+        _watchdog().away.pop(self, None)
+
+    def _go_away(self) -> None:
+        self.waiting -= 1
+        if not self.waiting and self._end is None:
+            self.mark_away()
+
+    def mark_away(self) -> None:
+        """The view is not receiving: if it stays away, a pump will read for it."""
+        self.away_since = trio.current_time()
+        _watchdog().mark(self)
+
+    def forget(self) -> None:
+        """The connection is over: no pump is wanted any more."""
+        self.start_pump = lambda: None
+        _watchdog().away.pop(self, None)
+
+    # -- the pump's side ---------------------------------------------------------
 
     def _admits(self, size: int) -> bool:
         if not self._messages:
@@ -72,19 +152,47 @@ class Inbox:
         """The client has left: once drained, `get` raises `ClientGone`."""
         self._end = ClientGone(code, reason)
         self._readable.unpark_all()
+        self.forget()
 
-    async def get(self) -> Message:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        parked = False
-        while not self._messages:
-            if self._end is not None:
-                raise ClientGone(self._end.code, self._end.reason)
-            await self._readable.park()
-            parked = True
-        # Take the message before yielding, so two readers never race for it.
-        message, size = self._messages.popleft()
-        self._bytes -= size
-        self._writable.unpark()
-        if not parked:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return message
+    def pump_stopped(self) -> None:
+        """Wake view tasks waiting on the pump, so they read for themselves."""
+        self.pumping = False
+        self._readable.unpark_all()
+
+
+class _Watchdog:
+    """Starts a pump for every view that stays away from receive() for a tick."""
+
+    def __init__(self) -> None:
+        self.away: dict[Inbox, float] = {}
+        self._wake = trio.lowlevel.ParkingLot()
+
+    def mark(self, inbox: Inbox) -> None:
+        if not self.away:
+            self._wake.unpark()
+        self.away[inbox] = trio.current_time()
+
+    async def run(self) -> None:
+        while True:
+            if not self.away:
+                await self._wake.park()
+            await trio.sleep(AWAY_TICK)
+            now = trio.current_time()
+            for inbox, since in list(self.away.items()):
+                if now - since >= AWAY_TICK:
+                    del self.away[inbox]
+                    inbox.start_pump()
+
+
+_WATCHDOG: trio.lowlevel.RunVar[_Watchdog] = trio.lowlevel.RunVar("trio_boca_watchdog")
+
+
+def _watchdog() -> _Watchdog:
+    """This Trio run's watchdog, started on first use as a system task."""
+    try:
+        return _WATCHDOG.get()
+    except LookupError:
+        watchdog = _Watchdog()
+        _WATCHDOG.set(watchdog)
+        trio.lowlevel.spawn_system_task(watchdog.run, name="trio_boca watchdog")
+        return watchdog

@@ -260,7 +260,7 @@ class App:
         limits = self.limits
         ws = WebSocket(
             scope,
-            Inbox(limits.inbox_messages, limits.inbox_bytes),
+            Inbox(receive, limits.inbox_messages, limits.inbox_bytes),
             send,
             receive_type=route.receive_type,
             send_type=route.send_type,
@@ -273,7 +273,6 @@ class App:
 
         failure = await run_connection(
             ws,
-            receive,
             view,
             auto_accept=route.auto_accept,
             limits=limits,

@@ -135,6 +135,7 @@ class WebSocket:
         self._told = trio.Event()
         # True from the framework's automatic accept until the view accepts.
         self._auto_accepted = False
+        inbox.on_disconnect = self._client_left
 
     # -- what the view can read --------------------------------------------
 
