@@ -19,6 +19,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import trio
 
@@ -80,57 +82,54 @@ current: ContextVar[Connections | None] = ContextVar("trio_boca_connections", de
 
 async def run_connection(
     ws: WebSocket,
-    view: Callable[[], Awaitable[None]],
+    view: Callable[..., Awaitable[None]],
+    params: dict[str, Any],
     *,
     auto_accept: bool,
     limits: Limits,
 ) -> BaseException | None:
-    """Run `view` for `ws` and close the connection when it ends.
+    """Run `view(ws, **params)` and close the connection when it ends.
 
-    Returns the exception the view failed with, after logging it and closing
-    with 1011 (or answering 500), so the caller may re-raise it in tests.
+    The connection's nursery holds the view and, while the view stays away
+    from receive(), its pump; the nursery's cancel scope is the view's. Returns
+    the exception the view failed with, after logging it and closing with
+    1011 (or answering 500), so the caller may re-raise it in tests.
     Cancellation from outside (server shutdown) is re-raised after the client
     has been sent 1001.
     """
-    view_scope = trio.CancelScope()
     connections = current.get()
     if connections is None:  # not under serve(): nobody will ask us to go away
         connections = Connections()
-    if connections.going_away:
-        view_scope.cancel()
-    connections._scopes[ws] = view_scope
     inbox = ws._inbox
+    outcome: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
-
-            def start_pump() -> None:
-                if not inbox.pumping:
-                    inbox.pumping = True
-                    nursery.start_soon(_pump, ws, view_scope, limits)
-
-            inbox.start_pump = start_pump
+            scope = connections._scopes[ws] = nursery.cancel_scope
+            if connections.going_away:
+                scope.cancel()
+            inbox.start_pump = partial(nursery.start_soon, _pump, ws, scope, limits)
             inbox.mark_away()  # until the view first calls receive()
-            outcome: BaseException | None = None
-            try:
-                with view_scope:
-                    if auto_accept:
-                        await ws._accept_for_view()
-                    await view()
-            except BaseException as exc:
-                outcome = exc
-            inbox.forget()
-            failure = await _finish(
-                ws,
-                outcome,
-                cancelled_for_leaving=view_scope.cancelled_caught,
-                going_away=connections.going_away,
-            )
-            nursery.cancel_scope.cancel()
+            if auto_accept:
+                await ws._accept_for_view()
+            await view(ws, **params)
+            scope.cancel()  # the view is done: so is its pump
+    except BaseException as exc:
+        outcome = _unwrapped(exc)
     finally:
-        del connections._scopes[ws]
+        inbox.forget()
+        connections._scopes.pop(ws, None)
+    failure = await _finish(
+        ws, outcome, cancelled_for_leaving=inbox.cancelled_view, going_away=connections.going_away
+    )
     if outcome is not None and not isinstance(outcome, Exception):
         raise outcome
     return failure
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """The view's own exception, out of the group the nursery put it in."""
+    parts = leaves(exc)
+    return parts[0] if len(parts) == 1 else exc
 
 
 async def _pump(ws: WebSocket, view_scope: trio.CancelScope, limits: Limits) -> None:
@@ -169,9 +168,12 @@ async def _tell_or_cancel(ws: WebSocket, view_scope: trio.CancelScope, limits: L
     """
     since = ws._inbox.away_since
     deadline = (since if since is not None else trio.current_time()) + limits.disconnect_grace
-    with trio.move_on_at(max(deadline, trio.current_time())):
-        await ws._told.wait()
-    if not ws._told.is_set():
+    if not ws._told:
+        told = ws._told_event = trio.Event()
+        with trio.move_on_at(max(deadline, trio.current_time())):
+            await told.wait()
+    if not ws._told:
+        ws._inbox.cancelled_view = True
         view_scope.cancel()
 
 
@@ -183,6 +185,7 @@ async def _close_for_stall(ws: WebSocket, view_scope: trio.CancelScope, limits: 
         len(ws._inbox),
     )
     await ws._close_on_the_way_out(1008, "message queue full: the server is not reading")
+    ws._inbox.cancelled_view = True
     view_scope.cancel()
 
 

@@ -60,22 +60,26 @@ class Inbox:
         self.max_bytes = max_bytes
         #: Called with (code, reason) when a direct read finds the client gone.
         self.on_disconnect: Callable[[int, str], None] = self.end
-        #: Called by the watchdog when the view has stayed away; starts a pump.
-        self.start_pump: Callable[[], None] = lambda: None
+        #: Starts a pump in the connection's nursery (set by the connection).
+        self.start_pump: Callable[[], object] = lambda: None
         #: A pump is reading for the view.
         self.pumping = False
+        #: The pump cancelled the view: its client left, or it stopped reading.
+        self.cancelled_view = False
         #: View tasks inside get().
         self.waiting = 0
         #: When the view last left receive(), for as long as it stays away.
         self.away_since: float | None = None
-        self._messages: deque[tuple[Message, int]] = deque()
-        self._bytes = 0
         self._end: ClientGone | None = None
-        self._readable = trio.lowlevel.ParkingLot()
-        self._writable = trio.lowlevel.ParkingLot()
+        # The queue exists only once a pump has run: a view that reads for
+        # itself never needs it, and an idle connection should cost little.
+        self._messages: deque[tuple[Message, int]] | None = None
+        self._bytes = 0
+        self._readable: trio.lowlevel.ParkingLot | None = None
+        self._writable: trio.lowlevel.ParkingLot | None = None
 
     def __len__(self) -> int:
-        return len(self._messages)
+        return len(self._messages or ())
 
     # -- the view's side ---------------------------------------------------------
 
@@ -87,12 +91,14 @@ class Inbox:
                 if self._messages:
                     message, size = self._messages.popleft()
                     self._bytes -= size
+                    assert self._writable is not None
                     self._writable.unpark()
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return message
                 if self._end is not None:
                     raise ClientGone(self._end.code, self._end.reason)
                 if self.pumping:
+                    assert self._readable is not None
                     await self._readable.park()
                     continue
                 message = await self.receive_from_server()
@@ -124,6 +130,23 @@ class Inbox:
         self.start_pump = lambda: None
         _watchdog().away.pop(self, None)
 
+    def begin_pump(self) -> None:
+        """Have a pump read for the view, unless one already does."""
+        if self.pumping:
+            return
+        self.pumping = True
+        self._prepare()
+        self.start_pump()
+
+    def _prepare(self) -> tuple[deque[tuple[Message, int]], trio.lowlevel.ParkingLot]:
+        """The queue and its parking lots, made on first use."""
+        if self._messages is None:
+            self._messages = deque()
+            self._readable = trio.lowlevel.ParkingLot()
+            self._writable = trio.lowlevel.ParkingLot()
+        assert self._writable is not None
+        return self._messages, self._writable
+
     # -- the pump's side ---------------------------------------------------------
 
     def _admits(self, size: int) -> bool:
@@ -138,26 +161,30 @@ class Inbox:
         `patience` seconds: the view has stopped reading. Any message taken
         restarts the clock, so a slow reader is never mistaken for a stalled one.
         """
+        messages, writable = self._prepare()
         while not self._admits(size):
             with trio.move_on_after(patience) as waiting:
-                await self._writable.park()
+                await writable.park()
             if waiting.cancelled_caught:
                 return False
-        self._messages.append((message, size))
+        messages.append((message, size))
         self._bytes += size
+        assert self._readable is not None
         self._readable.unpark()
         return True
 
     def end(self, code: int, reason: str) -> None:
         """The client has left: once drained, `get` raises `ClientGone`."""
         self._end = ClientGone(code, reason)
-        self._readable.unpark_all()
+        if self._readable is not None:
+            self._readable.unpark_all()
         self.forget()
 
     def pump_stopped(self) -> None:
         """Wake view tasks waiting on the pump, so they read for themselves."""
         self.pumping = False
-        self._readable.unpark_all()
+        if self._readable is not None:
+            self._readable.unpark_all()
 
 
 class _Watchdog:
@@ -181,7 +208,7 @@ class _Watchdog:
             for inbox, since in list(self.away.items()):
                 if now - since >= AWAY_TICK:
                     del self.away[inbox]
-                    inbox.start_pump()
+                    inbox.begin_pump()
 
 
 _WATCHDOG: trio.lowlevel.RunVar[_Watchdog] = trio.lowlevel.RunVar("trio_boca_watchdog")

@@ -268,12 +268,10 @@ class App:
             close_timeout=limits.close_timeout,
         )
 
-        async def view() -> None:
-            await route.view(ws, **params)
-
         failure = await run_connection(
             ws,
-            view,
+            route.view,
+            params,
             auto_accept=route.auto_accept,
             limits=limits,
         )

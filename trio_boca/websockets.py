@@ -131,8 +131,10 @@ class WebSocket:
         self._inbox = inbox
         self._send = send
         self._close_timeout = close_timeout
-        # Set once the view has been told, by receive(), that the client left.
-        self._told = trio.Event()
+        # True once the view has been told, by receive(), that the client left;
+        # a pump waiting to see it makes the Event.
+        self._told = False
+        self._told_event: trio.Event | None = None
         # True from the framework's automatic accept until the view accepts.
         self._auto_accepted = False
         inbox.on_disconnect = self._client_left
@@ -329,12 +331,8 @@ class WebSocket:
 
     async def receive_event(self) -> Message:
         """The next raw ASGI `websocket.receive` event."""
-        self._require_connected("receive")
-        try:
-            return await self._inbox.get()
-        except ClientGone as gone:
-            self._told.set()
-            raise WebSocketDisconnect(gone.code, gone.reason) from None
+        event: Message = await self._receive_as("event")
+        return event
 
     async def receive(self) -> Any:
         """The next message, decoded as the route's `receive_type` says."""
@@ -352,7 +350,14 @@ class WebSocket:
         return await self._receive_as("json")
 
     async def _receive_as(self, kind: MessageType) -> Any:
-        event = await self.receive_event()
+        # The one place every receive goes through; kept shallow on purpose,
+        # since an idle connection holds this stack of frames while it waits.
+        self._require_connected("receive")
+        try:
+            event = await self._inbox.get()
+        except ClientGone as gone:
+            self._was_told()
+            raise WebSocketDisconnect(gone.code, gone.reason) from None
         try:
             return _decode(event, kind)
         except _BadMessage as bad:
@@ -389,7 +394,7 @@ class WebSocket:
     async def __anext__(self) -> Any:
         """Messages until the client leaves with one of `caught_close_codes`."""
         try:
-            return await self.receive()
+            return await self._receive_as(self.receive_type)
         except WebSocketDisconnect as exc:
             if exc.code in self.caught_close_codes:
                 raise StopAsyncIteration from None
@@ -421,6 +426,11 @@ class WebSocket:
         return False
 
     # -- called by the connection --------------------------------------------
+
+    def _was_told(self) -> None:
+        self._told = True
+        if self._told_event is not None:
+            self._told_event.set()
 
     async def _accept_for_view(self) -> None:
         await self.accept()
