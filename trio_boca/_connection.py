@@ -97,16 +97,16 @@ async def run_connection(
     Cancellation from outside (server shutdown) is re-raised after the client
     has been sent 1001.
     """
-    connections = current.get()
-    if connections is None:  # not under serve(): nobody will ask us to go away
-        connections = Connections()
+    connections = current.get()  # None when not under serve(): nobody will ask
     inbox = ws._inbox
     outcome: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
-            scope = connections._scopes[ws] = nursery.cancel_scope
-            if connections.going_away:
-                scope.cancel()
+            scope = nursery.cancel_scope
+            if connections is not None:
+                connections._scopes[ws] = scope
+                if connections.going_away:
+                    scope.cancel()
             inbox.start_pump = partial(nursery.start_soon, _pump, ws, scope, limits)
             inbox.mark_away()  # until the view first calls receive()
             if auto_accept:
@@ -117,9 +117,11 @@ async def run_connection(
         outcome = _unwrapped(exc)
     finally:
         inbox.forget()
-        connections._scopes.pop(ws, None)
+        if connections is not None:
+            connections._scopes.pop(ws, None)
+    going_away = connections is not None and connections.going_away
     failure = await _finish(
-        ws, outcome, cancelled_for_leaving=inbox.cancelled_view, going_away=connections.going_away
+        ws, outcome, cancelled_for_leaving=inbox.cancelled_view, going_away=going_away
     )
     if outcome is not None and not isinstance(outcome, Exception):
         raise outcome
@@ -180,7 +182,7 @@ async def _tell_or_cancel(ws: WebSocket, view_scope: trio.CancelScope, limits: L
 async def _close_for_stall(ws: WebSocket, view_scope: trio.CancelScope, limits: Limits) -> None:
     logger.warning(
         "closing WebSocket %s with 1008: the view read nothing for %.1f s with %d messages waiting",
-        ws.url.path,
+        ws.scope["path"],
         limits.stall_timeout,
         len(ws._inbox),
     )
@@ -202,7 +204,7 @@ async def _finish(
     status for a handshake still unanswered. An exception with a `close_code`
     attribute (and a `reason`) chooses its own code.
     """
-    path = ws.url.path
+    path = ws.scope["path"]
     failure: BaseException | None = None
     parts = [] if outcome is None else leaves(outcome)
     disconnects = [e for e in parts if isinstance(e, WebSocketDisconnect)]
@@ -234,8 +236,11 @@ async def _finish(
 
 def _log_departure(ws: WebSocket, code: int, reason: str) -> None:
     if code in ws.caught_close_codes:
-        logger.debug("client left %s with %d", ws.url.path, code)
+        logger.debug("client left %s with %d", ws.scope["path"], code)
     else:
         logger.warning(
-            "WebSocket %s closed with %d%s", ws.url.path, code, f" ({reason})" if reason else ""
+            "WebSocket %s closed with %d%s",
+            ws.scope["path"],
+            code,
+            f" ({reason})" if reason else "",
         )

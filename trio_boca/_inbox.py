@@ -28,11 +28,16 @@ Message = MutableMapping[str, Any]
 AWAY_TICK = 0.05
 
 
-class ClientGone(Exception):
-    """Raised by `Inbox.get` once the queue is drained and the client has left."""
+class ClientGone:
+    """What `Inbox.get` returns once the queue is drained and the client has left.
+
+    Returned, not raised: the normal end of a connection should not cost a
+    traceback, and the caller decides what it means for the view.
+    """
+
+    __slots__ = ("code", "reason")
 
     def __init__(self, code: int, reason: str) -> None:
-        super().__init__(code, reason)
         self.code = code
         self.reason = reason
 
@@ -48,6 +53,24 @@ class Inbox:
     under `max_bytes` plus one message. Sizes count characters for text and
     bytes for binary: close enough to bound memory without encoding twice.
     """
+
+    __slots__ = (
+        "_bytes",
+        "_end",
+        "_messages",
+        "_readable",
+        "_watchdog",
+        "_writable",
+        "away_since",
+        "cancelled_view",
+        "max_bytes",
+        "max_messages",
+        "on_disconnect",
+        "pumping",
+        "receive_from_server",
+        "start_pump",
+        "waiting",
+    )
 
     def __init__(
         self,
@@ -77,13 +100,14 @@ class Inbox:
         self._bytes = 0
         self._readable: trio.lowlevel.ParkingLot | None = None
         self._writable: trio.lowlevel.ParkingLot | None = None
+        self._watchdog = _watchdog()
 
     def __len__(self) -> int:
         return len(self._messages or ())
 
     # -- the view's side ---------------------------------------------------------
 
-    async def get(self) -> Message:
+    async def get(self) -> Message | ClientGone:
         await trio.lowlevel.checkpoint_if_cancelled()
         self._come_back()
         try:
@@ -96,7 +120,8 @@ class Inbox:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                     return message
                 if self._end is not None:
-                    raise ClientGone(self._end.code, self._end.reason)
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                    return self._end
                 if self.pumping:
                     assert self._readable is not None
                     await self._readable.park()
@@ -113,7 +138,7 @@ class Inbox:
     def _come_back(self) -> None:
         self.waiting += 1
         self.away_since = None
-        _watchdog().away.pop(self, None)
+        self._watchdog.away.pop(self, None)
 
     def _go_away(self) -> None:
         self.waiting -= 1
@@ -123,12 +148,12 @@ class Inbox:
     def mark_away(self) -> None:
         """The view is not receiving: if it stays away, a pump will read for it."""
         self.away_since = trio.current_time()
-        _watchdog().mark(self)
+        self._watchdog.mark(self)
 
     def forget(self) -> None:
         """The connection is over: no pump is wanted any more."""
         self.start_pump = lambda: None
-        _watchdog().away.pop(self, None)
+        self._watchdog.away.pop(self, None)
 
     def begin_pump(self) -> None:
         """Have a pump read for the view, unless one already does."""
@@ -200,9 +225,14 @@ class _Watchdog:
         self.away[inbox] = trio.current_time()
 
     async def run(self) -> None:
+        quiet_ticks = 0
         while True:
-            if not self.away:
+            # Park only after a second with nobody away: a busy server keeps
+            # the watchdog ticking, rather than waking it for every connection.
+            quiet_ticks = quiet_ticks + 1 if not self.away else 0
+            if quiet_ticks > 1 / AWAY_TICK:
                 await self._wake.park()
+                quiet_ticks = 0
             await trio.sleep(AWAY_TICK)
             now = trio.current_time()
             for inbox, since in list(self.away.items()):

@@ -137,6 +137,8 @@ class WebSocket:
         self._told_event: trio.Event | None = None
         # True from the framework's automatic accept until the view accepts.
         self._auto_accepted = False
+        # True while _close_on_the_way_out holds a shield around our sends.
+        self._shielded = False
         inbox.on_disconnect = self._client_left
 
     # -- what the view can read --------------------------------------------
@@ -226,9 +228,14 @@ class WebSocket:
             )
         raw_headers = _encode_headers(headers)
         self._transition("accept")
-        await self._send_for_transition(
-            {"type": "websocket.accept", "subprotocol": subprotocol, "headers": raw_headers}
-        )
+        if self.client_gone:
+            return
+        # Shielded, so a cancelled view never leaves hypercorn half-accepted;
+        # no deadline, since nothing can hold a handshake's answer back.
+        with trio.CancelScope(shield=True):
+            await self._send(
+                {"type": "websocket.accept", "subprotocol": subprotocol, "headers": raw_headers}
+            )
 
     async def reject(
         self,
@@ -287,7 +294,11 @@ class WebSocket:
         while the client heard nothing. Nothing is sent to a departed client.
         """
         if self.client_gone:
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        if self._shielded:  # inside _close_on_the_way_out: shielded already
+            for event in events:
+                await self._send(event)
             return
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self._close_timeout
@@ -304,7 +315,7 @@ class WebSocket:
         elif self.connection_state is _CONNECTING:
             await self.reject()
         else:
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _close_on_the_way_out(
         self, code: int, reason: str = "", *, refuse_with: int = 403
@@ -317,15 +328,27 @@ class WebSocket:
         needs the server's denial-response extension; without it the handshake
         is left unanswered and the server answers 500 itself.
         """
+        if self.client_gone:  # nothing goes on the wire: settle the state, no I/O
+            if self.connection_state is _CONNECTED:
+                self._transition("close")
+            elif self.connection_state is _CONNECTING:
+                self._transition("reject")
+            return
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self._close_timeout
-            if self.connection_state is not _CONNECTING:
-                await self.ensure_closed(code, reason)
-            elif refuse_with == 403:
-                await self.reject()
-            elif "websocket.http.response" in self.scope.get("extensions", {}):
-                phrase = HTTPStatus(refuse_with).phrase
-                await self.reject(refuse_with, body=phrase)
+            self._shielded = True
+            try:
+                await self._settle(code, reason, refuse_with)
+            finally:
+                self._shielded = False
+
+    async def _settle(self, code: int, reason: str, refuse_with: int) -> None:
+        if self.connection_state is not _CONNECTING:
+            await self.ensure_closed(code, reason)
+        elif refuse_with == 403:
+            await self.reject()
+        elif "websocket.http.response" in self.scope.get("extensions", {}):
+            await self.reject(refuse_with, body=HTTPStatus(refuse_with).phrase)
 
     # -- messages ------------------------------------------------------------
 
@@ -349,17 +372,18 @@ class WebSocket:
     async def receive_json(self) -> Any:
         return await self._receive_as("json")
 
-    async def _receive_as(self, kind: MessageType) -> Any:
+    async def _receive_as(self, kind: Any) -> Any:
         # The one place every receive goes through; kept shallow on purpose,
         # since an idle connection holds this stack of frames while it waits.
         self._require_connected("receive")
-        try:
-            event = await self._inbox.get()
-        except ClientGone as gone:
+        event = await self._inbox.get()
+        if isinstance(event, ClientGone):
             self._was_told()
-            raise WebSocketDisconnect(gone.code, gone.reason) from None
+            if kind is _ITERATING and event.code in self.caught_close_codes:
+                return _END  # async for ends: no exception but StopAsyncIteration
+            raise WebSocketDisconnect(event.code, event.reason)
         try:
-            return _decode(event, kind)
+            return _decode(event, self.receive_type if kind is _ITERATING else kind)
         except _BadMessage as bad:
             # The client broke the protocol this route speaks: end this one
             # connection, say why, and let the view unwind.
@@ -393,12 +417,10 @@ class WebSocket:
 
     async def __anext__(self) -> Any:
         """Messages until the client leaves with one of `caught_close_codes`."""
-        try:
-            return await self._receive_as(self.receive_type)
-        except WebSocketDisconnect as exc:
-            if exc.code in self.caught_close_codes:
-                raise StopAsyncIteration from None
-            raise
+        message = await self._receive_as(_ITERATING)
+        if message is _END:
+            raise StopAsyncIteration
+        return message
 
     # -- async with ws: --------------------------------------------------------
 
@@ -450,6 +472,11 @@ def _encode_headers(
         return []
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
+
+
+# `_receive_as` kinds beyond the message types: an `async for` step.
+_ITERATING: Any = object()
+_END = object()
 
 
 def _decode(event: Message, kind: MessageType) -> Any:
