@@ -9,6 +9,6 @@ fi
 stamp=".venv/.installed-${EXTRAS}"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[${EXTRAS}]" 2>&1 \
-        | { grep -v -e BuildBackendWarning -e '^ ' || true; }
+        | { grep -v -e BuildBackendWarning -e 'WARNING: Location' -e '^ ' || true; }
     touch "$stamp"
 fi
