@@ -108,11 +108,11 @@ class Inbox:
     # -- the view's side ---------------------------------------------------------
 
     async def get(self) -> Message | ClientGone:
-        await trio.lowlevel.checkpoint_if_cancelled()
         self._come_back()
         try:
             while True:
                 if self._messages:
+                    await trio.lowlevel.checkpoint_if_cancelled()
                     message, size = self._messages.popleft()
                     self._bytes -= size
                     assert self._writable is not None
@@ -135,10 +135,13 @@ class Inbox:
         finally:
             self._go_away()
 
+    # These two run for every message: kept to a few dictionary operations.
+
     def _come_back(self) -> None:
         self.waiting += 1
-        self.away_since = None
-        self._watchdog.away.pop(self, None)
+        if self.away_since is not None:
+            self.away_since = None
+            self._watchdog.away.pop(self, None)
 
     def _go_away(self) -> None:
         self.waiting -= 1
@@ -147,8 +150,8 @@ class Inbox:
 
     def mark_away(self) -> None:
         """The view is not receiving: if it stays away, a pump will read for it."""
-        self.away_since = trio.current_time()
-        self._watchdog.mark(self)
+        self.away_since = now = trio.current_time()
+        self._watchdog.mark(self, now)
 
     def forget(self) -> None:
         """The connection is over: no pump is wanted any more."""
@@ -218,11 +221,12 @@ class _Watchdog:
     def __init__(self) -> None:
         self.away: dict[Inbox, float] = {}
         self._wake = trio.lowlevel.ParkingLot()
+        self._parked = False
 
-    def mark(self, inbox: Inbox) -> None:
-        if not self.away:
+    def mark(self, inbox: Inbox, now: float) -> None:
+        if self._parked:
             self._wake.unpark()
-        self.away[inbox] = trio.current_time()
+        self.away[inbox] = now
 
     async def run(self) -> None:
         quiet_ticks = 0
@@ -231,7 +235,11 @@ class _Watchdog:
             # the watchdog ticking, rather than waking it for every connection.
             quiet_ticks = quiet_ticks + 1 if not self.away else 0
             if quiet_ticks > 1 / AWAY_TICK:
-                await self._wake.park()
+                self._parked = True
+                try:
+                    await self._wake.park()
+                finally:
+                    self._parked = False
                 quiet_ticks = 0
             await trio.sleep(AWAY_TICK)
             now = trio.current_time()
