@@ -108,7 +108,12 @@ class Inbox:
     # -- the view's side ---------------------------------------------------------
 
     async def get(self) -> Message | ClientGone:
-        self._come_back()
+        # Runs for every message: the bookkeeping of _come_back and _go_away
+        # is written out here rather than called.
+        self.waiting += 1
+        if self.away_since is not None:
+            self.away_since = None
+            self._watchdog.away.pop(self, None)
         try:
             while True:
                 if self._messages:
@@ -133,20 +138,13 @@ class Inbox:
                 if kind == "websocket.disconnect":
                     self.on_disconnect(message.get("code", 1005), message.get("reason") or "")
         finally:
-            self._go_away()
-
-    # These two run for every message: kept to a few dictionary operations.
-
-    def _come_back(self) -> None:
-        self.waiting += 1
-        if self.away_since is not None:
-            self.away_since = None
-            self._watchdog.away.pop(self, None)
-
-    def _go_away(self) -> None:
-        self.waiting -= 1
-        if not self.waiting and self._end is None:
-            self.mark_away()
+            self.waiting -= 1
+            if not self.waiting and self._end is None:
+                self.away_since = now = trio.current_time()
+                watchdog = self._watchdog
+                if watchdog._parked:
+                    watchdog._wake.unpark()
+                watchdog.away[self] = now
 
     def mark_away(self) -> None:
         """The view is not receiving: if it stays away, a pump will read for it."""

@@ -22,7 +22,7 @@ import enum
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import trio
 
@@ -186,11 +186,7 @@ class WebSocket:
         except KeyError:
             self._refuse(action)
 
-    def _require_connected(self, action: str) -> None:
-        if self.connection_state is not _CONNECTED:
-            self._refuse(action)
-
-    def _refuse(self, action: str) -> None:
+    def _refuse(self, action: str) -> NoReturn:
         state = self.connection_state
         hint = _HINTS.get((action, state))
         raise RuntimeError(
@@ -375,7 +371,8 @@ class WebSocket:
     async def _receive_as(self, kind: Any) -> Any:
         # The one place every receive goes through; kept shallow on purpose,
         # since an idle connection holds this stack of frames while it waits.
-        self._require_connected("receive")
+        if self.connection_state is not _CONNECTED:
+            self._refuse("receive")
         event = await self._inbox.get()
         if isinstance(event, ClientGone):
             self._was_told()
@@ -406,7 +403,8 @@ class WebSocket:
     async def _send_event(self, event: Message) -> None:
         # No await between the state check and the server's send: a close
         # from another task can then never slip in between the two.
-        self._require_connected("send")
+        if self.connection_state is not _CONNECTED:
+            self._refuse("send")
         if self.client_gone:
             await trio.lowlevel.checkpoint()
             return
