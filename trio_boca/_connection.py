@@ -184,7 +184,7 @@ async def _close_for_stall(ws: WebSocket, view_scope: trio.CancelScope, limits: 
         "closing WebSocket %s with 1008: the view read nothing for %.1f s with %d messages waiting",
         ws.scope["path"],
         limits.stall_timeout,
-        len(ws._inbox),
+        ws._inbox.queued(),
     )
     await ws._close_on_the_way_out(1008, "message queue full: the server is not reading")
     ws._inbox.cancelled_view = True

@@ -102,14 +102,15 @@ class Inbox:
         self._writable: trio.lowlevel.ParkingLot | None = None
         self._watchdog = _watchdog()
 
-    def __len__(self) -> int:
+    def queued(self) -> int:
+        """How many messages wait in the inbox."""
         return len(self._messages or ())
 
     # -- the view's side ---------------------------------------------------------
 
     async def get(self) -> Message | ClientGone:
-        # Runs for every message: the bookkeeping of _come_back and _go_away
-        # is written out here rather than called.
+        # Runs for every message: its bookkeeping is a few attribute and
+        # dictionary operations, written out rather than called.
         self.waiting += 1
         if self.away_since is not None:
             self.away_since = None
@@ -140,16 +141,15 @@ class Inbox:
         finally:
             self.waiting -= 1
             if not self.waiting and self._end is None:
-                self.away_since = now = trio.current_time()
-                watchdog = self._watchdog
-                if watchdog._parked:
-                    watchdog._wake.unpark()
-                watchdog.away[self] = now
+                self.mark_away()
 
     def mark_away(self) -> None:
         """The view is not receiving: if it stays away, a pump will read for it."""
         self.away_since = now = trio.current_time()
-        self._watchdog.mark(self, now)
+        watchdog = self._watchdog
+        if watchdog._parked:
+            watchdog._wake.unpark()
+        watchdog.away[self] = now
 
     def forget(self) -> None:
         """The connection is over: no pump is wanted any more."""
@@ -220,11 +220,6 @@ class _Watchdog:
         self.away: dict[Inbox, float] = {}
         self._wake = trio.lowlevel.ParkingLot()
         self._parked = False
-
-    def mark(self, inbox: Inbox, now: float) -> None:
-        if self._parked:
-            self._wake.unpark()
-        self.away[inbox] = now
 
     async def run(self) -> None:
         quiet_ticks = 0
