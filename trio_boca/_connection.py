@@ -48,8 +48,8 @@ class Limits:
     #: With the inbox full, how long the view may take nothing before the
     #: connection is closed with 1008: it has stopped reading.
     stall_timeout: float = 5.0
-    #: After the client leaves, how long a view that is not receiving has to
-    #: come back to receive() before it is cancelled.
+    #: How long a view may be away from receive(), counted from when it left,
+    #: and still be told rather than cancelled when its client leaves.
     disconnect_grace: float = 0.1
     #: Longest wait for the close frame to go out when a view ends.
     close_timeout: float = 5.0
