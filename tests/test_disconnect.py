@@ -226,3 +226,39 @@ async def test_work_after_the_view_closed_is_not_cancelled_by_the_clients_goodby
                     await client.receive()
             await probe.ended.wait()
     assert probe.after_loop and not probe.cancelled
+
+
+async def test_a_view_that_only_floods_is_still_cancelled_when_its_client_vanishes() -> None:
+    """hypercorn's send returns without yielding once its stream is closed: a
+    view doing nothing but send() must still reach checkpoints, or it could
+    never be cancelled and would spin the whole event loop."""
+    from trio_boca.testing import LiveServer
+
+    app = App()
+    probe = ViewProbe()
+    sends = 0
+
+    @app.websocket_route("/flood")
+    async def flood(ws: WebSocket) -> None:
+        nonlocal sends
+        probe.started.set()
+        try:
+            while sends < 2_000_000:  # bounded, so a regression fails, not hangs
+                await ws.send("x" * 1024)
+                sends += 1
+        except trio.Cancelled:
+            probe.cancelled = True
+            raise
+        finally:
+            probe.end()
+
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(app) as server:
+            client = await RawClient.connect(server.port, "/flood")
+            await probe.started.wait()
+            await trio.sleep(0.2)
+            left_at = trio.current_time()
+            await client.abort()
+            await probe.ended.wait()
+    assert probe.cancelled, f"the view ran to the end: {sends} sends"
+    assert probe.ended_at - left_at < 1.0

@@ -25,12 +25,12 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import Any
 
 import trio
 
 from ._errors import leaves, plain_errors
+from ._running import Running
 
 logger = logging.getLogger("trio_boca")
 
@@ -147,7 +147,7 @@ class _Hub:
         self.channels.clear()
 
 
-class Broadcast:
+class Broadcast(Running):
     """Publish/subscribe across one process (`memory://`) or many (`redis://`).
 
     `buffer` is how many messages a subscription may hold unread before the
@@ -168,8 +168,7 @@ class Broadcast:
             raise ValueError(
                 f"unknown broadcast URL {url!r}: use memory:// or redis://host:port/db"
             )
-        self._running = False
-        self._stack: Any = None
+        self._is_running = False
 
     # -- running ------------------------------------------------------------
 
@@ -180,32 +179,26 @@ class Broadcast:
         startup fails the startup. Later losses are survived: see
         `BroadcastUnavailable`.
         """
-        if self._running:
+        if self._is_running:
             raise RuntimeError("this Broadcast is already running")
-        self._running = True
+        self._is_running = True
         try:
             with plain_errors():
                 await self._backend.run(task_status)
         finally:
-            self._running = False
+            self._is_running = False
             self._hub.fail_all(BroadcastUnavailable)
 
-    async def __aenter__(self) -> Broadcast:
-        self._stack = _running(self)
-        await self._stack.__aenter__()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        result: bool | None = await self._stack.__aexit__(exc_type, exc, tb)
-        return result
+    @asynccontextmanager
+    async def _running(self) -> AsyncIterator[None]:
+        with plain_errors():
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.run)
+                yield
+                nursery.cancel_scope.cancel()
 
     def _require_running(self) -> None:
-        if not self._running:
+        if not self._is_running:
             raise RuntimeError(
                 "this Broadcast is not running: start it with "
                 "`await app.nursery.start(broadcast.run)` in a startup hook, "
@@ -245,15 +238,6 @@ class Broadcast:
             if self._hub.remove(subscription):
                 with trio.CancelScope(shield=True):
                     await self._backend.unsubscribe(channel)
-
-
-@asynccontextmanager
-async def _running(broadcast: Broadcast) -> AsyncIterator[None]:
-    with plain_errors():
-        async with trio.open_nursery() as nursery:
-            await nursery.start(broadcast.run)
-            yield
-            nursery.cancel_scope.cancel()
 
 
 # -- backends --------------------------------------------------------------------

@@ -6,7 +6,7 @@ its headers never pays for decoding them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -104,3 +104,31 @@ class URL:
     def __str__(self) -> str:
         query = f"?{self.query}" if self.query else ""
         return f"{self.scheme}://{self.netloc}{self.path}{query}"
+
+
+class ScopeView:
+    """What an ASGI scope says about a request or a WebSocket, read on demand."""
+
+    scope: MutableMapping[str, Any]
+
+    @property
+    def url(self) -> URL:
+        return URL.from_scope(self.scope)
+
+    @property
+    def headers(self) -> Headers:
+        return Headers.from_raw(self.scope.get("headers", ()))
+
+    @property
+    def query_params(self) -> QueryParams:
+        return QueryParams.from_query_string(self.scope.get("query_string", b""))
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = self.scope.get("path_params", {})
+        return params
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        client = self.scope.get("client")
+        return None if client is None else (client[0], client[1])

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
 from typing import Any
 
-from .datastructures import URL, Headers, QueryParams
+from .datastructures import ScopeView
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -37,8 +37,9 @@ class ClientDisconnected(Exception):
     """The client went away before its request body arrived."""
 
 
-class Request:
-    """An HTTP request, as a view sees it."""
+class Request(ScopeView):
+    """An HTTP request, as a view sees it (`url`, `headers`, `query_params`,
+    `path_params` and `client` come from `ScopeView`)."""
 
     def __init__(self, scope: Message, receive: Receive, *, max_body_size: int) -> None:
         self.scope = scope
@@ -50,28 +51,6 @@ class Request:
     def method(self) -> str:
         method: str = self.scope["method"]
         return method
-
-    @property
-    def url(self) -> URL:
-        return URL.from_scope(self.scope)
-
-    @property
-    def headers(self) -> Headers:
-        return Headers.from_raw(self.scope.get("headers", ()))
-
-    @property
-    def query_params(self) -> QueryParams:
-        return QueryParams.from_query_string(self.scope.get("query_string", b""))
-
-    @property
-    def path_params(self) -> dict[str, Any]:
-        params: dict[str, Any] = self.scope.get("path_params", {})
-        return params
-
-    @property
-    def client(self) -> tuple[str, int] | None:
-        client = self.scope.get("client")
-        return None if client is None else (client[0], client[1])
 
     async def body(self) -> bytes:
         """The whole body; a body over the app's `max_body_size` is a 413.

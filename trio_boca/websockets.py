@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 import trio
 
 from ._inbox import ClientGone, Inbox, Message
-from .datastructures import URL, Headers, QueryParams
+from .datastructures import ScopeView
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -76,6 +76,9 @@ class WebSocketState(enum.Enum):
 _CONNECTING, _CONNECTED = WebSocketState.CONNECTING, WebSocketState.CONNECTED
 _CLOSED, _REJECTED = WebSocketState.CLOSED, WebSocketState.REJECTED
 
+#: See WebSocket._send_event.
+SENDS_PER_YIELD = 16
+
 _TRANSITIONS = {
     ("accept", _CONNECTING): _CONNECTED,
     ("reject", _CONNECTING): _REJECTED,
@@ -101,7 +104,7 @@ class _BadMessage(Exception):
         self.reason = reason
 
 
-class WebSocket:
+class WebSocket(ScopeView):
     """One WebSocket connection, as seen by a view.
 
     Created by the framework; a view gets it as its first argument.
@@ -139,31 +142,12 @@ class WebSocket:
         self._auto_accepted = False
         # True while _close_on_the_way_out holds a shield around our sends.
         self._shielded = False
+        # Sends since the last receive(): see _send_event.
+        self._sends_in_a_row = 0
         inbox.on_disconnect = self._client_left
 
-    # -- what the view can read --------------------------------------------
-
-    @property
-    def url(self) -> URL:
-        return URL.from_scope(self.scope)
-
-    @property
-    def headers(self) -> Headers:
-        return Headers.from_raw(self.scope.get("headers", ()))
-
-    @property
-    def query_params(self) -> QueryParams:
-        return QueryParams.from_query_string(self.scope.get("query_string", b""))
-
-    @property
-    def path_params(self) -> dict[str, Any]:
-        params: dict[str, Any] = self.scope.get("path_params", {})
-        return params
-
-    @property
-    def client(self) -> tuple[str, int] | None:
-        client = self.scope.get("client")
-        return None if client is None else (client[0], client[1])
+    # -- what the view can read (and url, headers, query_params, path_params,
+    # client: see ScopeView) ------------------------------------------------
 
     @property
     def subprotocols(self) -> list[str]:
@@ -373,6 +357,7 @@ class WebSocket:
         # since an idle connection holds this stack of frames while it waits.
         if self.connection_state is not _CONNECTED:
             self._refuse("receive")
+        self._sends_in_a_row = 0
         event = await self._inbox.get()
         if isinstance(event, ClientGone):
             self._was_told()
@@ -401,14 +386,25 @@ class WebSocket:
         await self._send_event(_encode(value, "json"))
 
     async def _send_event(self, event: Message) -> None:
+        # hypercorn's send returns without yielding once its stream is closed,
+        # so send() makes its own checkpoints: every call honours cancellation,
+        # and every SENDS_PER_YIELD calls with no receive() between them yield,
+        # or a view doing nothing but send() could never be cancelled and would
+        # spin the event loop. An echo loop, which receives in between, pays
+        # nothing for this.
+        await trio.lowlevel.checkpoint_if_cancelled()
         # No await between the state check and the server's send: a close
         # from another task can then never slip in between the two.
         if self.connection_state is not _CONNECTED:
             self._refuse("send")
         if self.client_gone:
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         await self._send(event)
+        self._sends_in_a_row += 1
+        if self._sends_in_a_row >= SENDS_PER_YIELD:
+            self._sends_in_a_row = 0
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     def __aiter__(self) -> WebSocket:
         return self

@@ -14,7 +14,7 @@ import enum
 import json as json_module
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import trio
 
 from .._inbox import Message
+from .._running import Running
 from ..app import RAISE_EXCEPTIONS
 from ..datastructures import Headers
 from ..websockets import WebSocketDisconnect
@@ -36,7 +37,7 @@ _NO_JSON: Any = object()
 _TO_APP_BUFFER = 16
 
 
-class TestClient:
+class TestClient(Running):
     """Run `app` inside the caller's nursery and talk to it.
 
     ::
@@ -64,20 +65,7 @@ class TestClient:
         self.app = app
         self.raise_server_exceptions = raise_server_exceptions
         self.client = client
-        self._stack = AsyncExitStack()
         self._nursery: trio.Nursery | None = None
-
-    async def __aenter__(self) -> TestClient:
-        await self._stack.enter_async_context(self._running())
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        return await self._stack.__aexit__(exc_type, exc, tb)
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[None]:

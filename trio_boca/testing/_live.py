@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
-from types import TracebackType
 from typing import Any
 
 import trio
 from hypercorn.trio import serve as hypercorn_serve
 
+from .._running import Running
 from ..datastructures import Headers
 from ..server import Address, make_config, serve
 from ..websockets import WebSocketDisconnect
 from ._session import ClientWebSocket, WebSocketRejected, open_nursery
 
 
-class LiveServer:
+class LiveServer(Running):
     """Serve `app` on a free loopback port, inside the test, over real sockets.
 
     ::
@@ -51,24 +51,11 @@ class LiveServer:
         self.config = make_config(host, 0, shutdown_timeout, **config)
         self.host = host
         self.port = 0
-        self._stack = AsyncExitStack()
 
     @property
     def url(self) -> str:
         """The base HTTP URL, e.g. `http://127.0.0.1:35921`."""
         return Address(self.host, self.port).url
-
-    async def __aenter__(self) -> LiveServer:
-        await self._stack.enter_async_context(self._running())
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        return await self._stack.__aexit__(exc_type, exc, tb)
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[None]:
@@ -104,7 +91,7 @@ class LiveServer:
     ) -> AbstractAsyncContextManager[LiveWebSocket]:
         """Connect a real WebSocket client to `path` (which may carry a query)."""
         return connect_websocket(
-            f"ws://{Address(self.host, self.port).url.split('://', 1)[1]}{path}",
+            Address(self.host, self.port).url.replace("http://", "ws://", 1) + path,
             subprotocols=subprotocols,
             headers=headers,
             connect_timeout=connect_timeout,
