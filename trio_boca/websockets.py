@@ -386,25 +386,24 @@ class WebSocket(ScopeView):
         await self._send_event(_encode(value, "json"))
 
     async def _send_event(self, event: Message) -> None:
-        # hypercorn's send returns without yielding once its stream is closed,
-        # so send() makes its own checkpoints: every call honours cancellation,
-        # and every SENDS_PER_YIELD calls with no receive() between them yield,
-        # or a view doing nothing but send() could never be cancelled and would
-        # spin the event loop. An echo loop, which receives in between, pays
-        # nothing for this.
-        await trio.lowlevel.checkpoint_if_cancelled()
+        # hypercorn's send yields (and so honours cancellation) while its
+        # stream is open, but returns at once after it closed: a view doing
+        # nothing but send() could then never be cancelled and would spin the
+        # event loop. So every SENDS_PER_YIELD sends with no receive() between
+        # them start with a full checkpoint; before the send, so a cancelled
+        # call sends nothing. An echo loop, receiving in between, never pays.
+        self._sends_in_a_row += 1
+        if self._sends_in_a_row >= SENDS_PER_YIELD:
+            self._sends_in_a_row = 0
+            await trio.lowlevel.checkpoint()
         # No await between the state check and the server's send: a close
         # from another task can then never slip in between the two.
         if self.connection_state is not _CONNECTED:
             self._refuse("send")
         if self.client_gone:
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            await trio.lowlevel.checkpoint()
             return
         await self._send(event)
-        self._sends_in_a_row += 1
-        if self._sends_in_a_row >= SENDS_PER_YIELD:
-            self._sends_in_a_row = 0
-            await trio.lowlevel.cancel_shielded_checkpoint()
 
     def __aiter__(self) -> WebSocket:
         return self
