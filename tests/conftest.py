@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -88,6 +89,32 @@ async def server_close(client: ClientWebSocket) -> WebSocketDisconnect:
     with pytest.raises(WebSocketDisconnect) as closed:
         await client.receive()
     return closed.value
+
+
+class ViewProbe:
+    """What a view reports about how it ended: `with probe.watching():` around its body."""
+
+    def __init__(self) -> None:
+        self.started = trio.Event()
+        self.ended = trio.Event()
+        self.ended_at = 0.0
+        self.cancelled = False
+        self.after_loop = False
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        self.started.set()
+        try:
+            yield
+        except trio.Cancelled:
+            self.cancelled = True
+            raise
+        finally:
+            self.end()
+
+    def end(self) -> None:
+        self.ended_at = trio.current_time()
+        self.ended.set()
 
 
 def records(

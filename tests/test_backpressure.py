@@ -11,7 +11,7 @@ from trio_boca import App, WebSocket, WebSocketDisconnect
 from trio_boca._inbox import ClientGone, Inbox
 from trio_boca.testing import TestClient
 
-from .conftest import TIMEOUT, Transport
+from .conftest import TIMEOUT, Transport, ViewProbe
 
 
 async def no_server() -> dict[str, object]:
@@ -141,19 +141,12 @@ async def test_a_client_that_outruns_the_view_is_held_back_not_buffered() -> Non
 
 async def test_a_view_that_never_reads_still_learns_its_client_left(serve: Transport) -> None:
     app = App(stall_timeout=0.5)
-    ended = trio.Event()
-    cancelled = False
+    probe = ViewProbe()
 
     @app.websocket_route("/deaf")
     async def deaf(ws: WebSocket) -> None:
-        nonlocal cancelled
-        try:
+        with probe.watching():
             await trio.sleep_forever()
-        except trio.Cancelled:
-            cancelled = True
-            raise
-        finally:
-            ended.set()
 
     with trio.fail_after(TIMEOUT):
         async with serve(app) as server:
@@ -163,5 +156,5 @@ async def test_a_view_that_never_reads_still_learns_its_client_left(serve: Trans
                     for n in range(100):
                         await client.send(str(n))
                     await client.close()
-            await ended.wait()
-    assert cancelled
+            await probe.ended.wait()
+    assert probe.cancelled

@@ -10,23 +10,8 @@ import trio.lowlevel
 
 from trio_boca import App, WebSocket, WebSocketDisconnect
 
-from .conftest import TIMEOUT, Transport, server_close, settle_tasks, task_baseline
+from .conftest import TIMEOUT, Transport, ViewProbe, server_close, settle_tasks, task_baseline
 from .rawclient import RawClient
-
-
-class ViewProbe:
-    """What a view reports about how it ended."""
-
-    def __init__(self) -> None:
-        self.started = trio.Event()
-        self.ended = trio.Event()
-        self.ended_at = 0.0
-        self.cancelled = False
-        self.after_loop = False
-
-    def end(self) -> None:
-        self.ended_at = trio.current_time()
-        self.ended.set()
 
 
 def only_sends(probe: ViewProbe) -> App:
@@ -34,16 +19,10 @@ def only_sends(probe: ViewProbe) -> App:
 
     @app.websocket_route("/ticker")
     async def ticker(ws: WebSocket) -> None:
-        probe.started.set()
-        try:
+        with probe.watching():
             while True:
                 await ws.send("tick")
                 await trio.sleep(0.05)
-        except trio.Cancelled:
-            probe.cancelled = True
-            raise
-        finally:
-            probe.end()
 
     return app
 
@@ -53,14 +32,8 @@ def only_waits(probe: ViewProbe) -> App:
 
     @app.websocket_route("/waiter")
     async def waiter(ws: WebSocket) -> None:
-        probe.started.set()
-        try:
+        with probe.watching():
             await trio.sleep_forever()  # e.g. waiting on a broadcast that never comes
-        except trio.Cancelled:
-            probe.cancelled = True
-            raise
-        finally:
-            probe.end()
 
     return app
 
@@ -209,14 +182,9 @@ async def test_work_after_the_view_closed_is_not_cancelled_by_the_clients_goodby
         async with ws:
             await ws.send("bye")
         # The client answers our close; that must not cancel what follows.
-        try:
+        with probe.watching():
             await trio.sleep(0.3)
             probe.after_loop = True
-        except trio.Cancelled:
-            probe.cancelled = True
-            raise
-        finally:
-            probe.end()
 
     with trio.fail_after(TIMEOUT):
         async with serve(app) as server:
@@ -241,16 +209,10 @@ async def test_a_view_that_only_floods_is_still_cancelled_when_its_client_vanish
     @app.websocket_route("/flood")
     async def flood(ws: WebSocket) -> None:
         nonlocal sends
-        probe.started.set()
-        try:
+        with probe.watching():
             while sends < 2_000_000:  # bounded, so a regression fails, not hangs
                 await ws.send("x" * 1024)
                 sends += 1
-        except trio.Cancelled:
-            probe.cancelled = True
-            raise
-        finally:
-            probe.end()
 
     with trio.fail_after(TIMEOUT):
         async with LiveServer(app) as server:
