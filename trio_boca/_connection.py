@@ -66,9 +66,6 @@ class Connections:
         self._scopes: dict[WebSocket, trio.CancelScope] = {}
         self.going_away = False
 
-    def __len__(self) -> int:
-        return len(self._scopes)
-
     def go_away(self) -> None:
         """Cancel every view; each connection then closes with 1001."""
         self.going_away = True

@@ -33,9 +33,6 @@ class _MultiDict(Mapping[str, str]):
         key = self._key(key)
         return [v for k, v in self._items if self._key(k) == key]
 
-    def multi_items(self) -> list[tuple[str, str]]:
-        return list(self._items)
-
     def __getitem__(self, key: str) -> str:
         return self._last[self._key(key)]
 
