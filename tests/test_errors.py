@@ -144,34 +144,6 @@ async def test_an_uncaught_close_code_propagates_and_is_logged_once_without_trac
     assert records(caplog, logging.ERROR) == []
 
 
-async def test_close_codes_from_hypercorn_are_1006_for_every_client_close() -> None:
-    """Pins the hypercorn behaviour our default caught codes are chosen for.
-
-    If this starts failing, hypercorn passes the client's real code through
-    (hypercorn #127) and DEFAULT_CAUGHT_CLOSE_CODES can be revisited.
-    """
-    from trio_boca.testing import LiveServer
-
-    app = App()
-    seen: list[int] = []
-    finished = trio.Event()
-
-    @app.websocket_route("/code", caught_close_codes=[])
-    async def code(ws: WebSocket) -> None:
-        try:
-            await ws.receive()
-        except WebSocketDisconnect as exc:
-            seen.append(exc.code)
-            finished.set()
-
-    with trio.fail_after(TIMEOUT):
-        async with LiveServer(app, plain=True) as server:
-            async with server.websocket("/code") as client:
-                await client.close(1000)
-            await finished.wait()
-    assert seen == [1006]
-
-
 async def test_test_client_reraises_view_exceptions_by_default() -> None:
     app = App()
 
