@@ -3,89 +3,153 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
 from trio_boca import App, WebSocket, WebSocketDisconnect
-from trio_boca._inbox import ClientGone, Inbox
 from trio_boca.testing import TestClient
 
-from .conftest import TIMEOUT, Transport, ViewProbe
+from .asgi import Server
+from .conftest import TIMEOUT, Transport, ViewProbe, records
 
 
-async def no_server() -> dict[str, object]:
-    """These tests drive the queue alone: the server never says anything."""
-    await trio.sleep_forever()
-    raise AssertionError  # pragma: no cover
+async def settled() -> None:
+    await trio.testing.wait_all_tasks_blocked()
 
 
-async def take(inbox: Inbox) -> str:
-    """The text of the next message, which must be one."""
-    message = await inbox.get()
-    assert not isinstance(message, ClientGone)
-    return str(message["text"])
+def paced_app(got: list[str], go: trio.Semaphore, **limits: Any) -> App:
+    """A view that takes one message each time `go` is released."""
+    app = App(**limits)
+
+    @app.websocket_route("/paced")
+    async def paced(ws: WebSocket) -> None:
+        while True:
+            await go.acquire()
+            got.append(await ws.receive())
+
+    return app
 
 
-def text(n: int) -> dict[str, object]:
-    return {"type": "websocket.receive", "text": str(n)}
+async def test_the_inbox_is_bounded_by_count(autojump_clock: trio.testing.MockClock) -> None:
+    got: list[str] = []
+    go = trio.Semaphore(0)
+    server = Server(paced_app(got, go, inbox_messages=3, stall_timeout=60), "/paced")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.run)
+        await server.connect()
+        for n in range(10):
+            await server.text(str(n))
+        await settled()
+        # The handshake, three in the inbox, and one in the reader's hand.
+        assert server.taken == 1 + 3 + 1
+        go.release()
+        await settled()
+        assert got == ["0"] and server.taken == 1 + 3 + 2
+        nursery.cancel_scope.cancel()
 
 
-async def test_inbox_is_bounded_by_count() -> None:
-    inbox = Inbox(no_server, max_messages=3, max_bytes=1000)
-    for n in range(3):
-        assert await inbox.put(text(n), 1, patience=1)
-    with trio.move_on_after(0.05) as waited:
-        await inbox.put(text(3), 1, patience=10)
-    assert waited.cancelled_caught and inbox.queued() == 3
+async def test_the_inbox_is_bounded_by_size_but_always_admits_one_message(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    got: list[str] = []
+    go = trio.Semaphore(0)
+    server = Server(paced_app(got, go, inbox_bytes=10, stall_timeout=60), "/paced")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.run)
+        await server.connect()
+        for text in ("x" * 50, "y" * 6, "z" * 4, "w"):
+            await server.text(text)
+        await settled()
+        # Fifty characters, over the budget, but alone; the next waits in hand.
+        assert server.taken == 1 + 1 + 1
+        go.release()
+        await settled()
+        # 6 + 4 fit in 10; "w" waits in hand.
+        assert got == ["x" * 50] and server.taken == 1 + 4
+        nursery.cancel_scope.cancel()
 
 
-async def test_inbox_is_bounded_by_size_but_always_admits_one_message() -> None:
-    inbox = Inbox(no_server, max_messages=100, max_bytes=10)
-    assert await inbox.put(text(0), 50, patience=1)  # larger than the budget, but alone
-    with trio.move_on_after(0.05) as waited:
-        await inbox.put(text(1), 1, patience=10)
-    assert waited.cancelled_caught
-    assert await take(inbox) == "0"
-    assert await inbox.put(text(1), 6, patience=1)
-    assert await inbox.put(text(2), 4, patience=1)
-    with trio.move_on_after(0.05) as waited:
-        await inbox.put(text(3), 1, patience=10)
-    assert waited.cancelled_caught
+async def test_a_view_that_takes_nothing_from_a_full_inbox_is_closed_with_1008(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    got: list[str] = []
+    server = Server(
+        paced_app(got, trio.Semaphore(0), inbox_messages=1, stall_timeout=0.5), "/paced"
+    )
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.run)
+        await server.connect()
+        await server.text("0")
+        await server.text("1")
+        started = trio.current_time()
+        closed = await server.wait_for("websocket.close")
+        assert trio.current_time() - started == pytest.approx(0.5)
+        await server.disconnect(1000)
+    assert (closed["code"], closed["reason"]) == (
+        1008,
+        "message queue full: the server is not reading",
+    )
+    [warning] = records(caplog, logging.WARNING)
+    assert "1008" in warning.getMessage() and "1 messages waiting" in warning.getMessage()
 
 
-async def test_inbox_gives_up_on_a_reader_that_takes_nothing() -> None:
-    inbox = Inbox(no_server, max_messages=1, max_bytes=1000)
-    assert await inbox.put(text(0), 1, patience=1)
-    with trio.fail_after(1):
-        assert not await inbox.put(text(1), 1, patience=0.05)
-
-
-async def test_inbox_waits_for_a_slow_reader_as_long_as_it_makes_progress() -> None:
-    inbox = Inbox(no_server, max_messages=1, max_bytes=1000)
+async def test_a_slow_reader_is_never_mistaken_for_a_stalled_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    app = App(inbox_messages=1, stall_timeout=0.05)
     got: list[str] = []
 
-    async def slow_reader() -> None:
+    @app.websocket_route("/slow")
+    async def slow(ws: WebSocket) -> None:
         for _ in range(5):
             await trio.sleep(0.03)  # each message takes longer than the patience below...
-            got.append(await take(inbox))
+            got.append(await ws.receive())
 
-    with trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(slow_reader)
-            for n in range(5):
-                # ... but every message taken restarts the clock.
-                assert await inbox.put(text(n), 1, patience=0.05)
+    server = Server(app, "/slow")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.run)
+        await server.connect()
+        for n in range(5):
+            await server.text(str(n))  # ... but every message taken restarts the clock
+        await server.wait_for("websocket.close")
+        await server.disconnect(1000)
     assert got == ["0", "1", "2", "3", "4"]
+    assert server.close_code() == 1000
 
 
-async def test_inbox_delivers_what_is_queued_before_the_end() -> None:
-    inbox = Inbox(no_server, max_messages=10, max_bytes=1000)
-    await inbox.put(text(0), 1, patience=1)
-    inbox.end(1006, "")
-    assert await take(inbox) == "0"
-    end = await inbox.get()
-    assert isinstance(end, ClientGone) and end.code == 1006
+async def test_what_was_queued_before_the_client_left_is_delivered_first(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    got: list[str] = []
+    go = trio.Semaphore(0)
+    ended: list[WebSocketDisconnect] = []
+    app = App()
+
+    @app.websocket_route("/late")
+    async def late(ws: WebSocket) -> None:
+        await go.acquire()  # away from receive(), but told within the grace
+        try:
+            while True:
+                got.append(await ws.receive())
+        except WebSocketDisconnect as exc:
+            ended.append(exc)
+
+    server = Server(app, "/late")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.run)
+        await server.connect()
+        await server.text("0")
+        await server.text("1")
+        await server.disconnect(1001)
+        await settled()
+        go.release()
+    assert got == ["0", "1"]
+    [end] = ended
+    assert end.code == 1001
 
 
 async def test_a_slow_reader_gets_every_message_in_order(serve: Transport) -> None:

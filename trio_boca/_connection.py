@@ -1,40 +1,56 @@
-"""One WebSocket connection from handshake to close.
+"""One WebSocket connection, from handshake to close.
 
-    connection nursery
-    ├── view cancel scope
-    │   └── view(ws, **params)         reads the server itself while in receive()
-    └── pump, while the view stays away from receive(): server -> inbox;
-        on disconnect, tell the view or cancel it
-    leaving the scope, by any road -> one close, with the code that road calls for
+    connection task: Connection.run()
+    └── connection nursery
+        ├── reader, always on: server receive() -> inbox (a bounded memory channel);
+        │   sees the client leave, or the view stop reading: records why, cancels the view
+        └── view cancel scope
+            └── view(ws, **params)
+        then, whatever ended the view: one decision (`Ending`), one table
+        (`CLOSINGS`), one shielded and bounded close, and a bounded read of the
+        server until it reports the disconnect, so it can release the socket
 
-The pump is what lets a view that only sends, or waits on something else,
-learn that its client left: somebody must keep reading the server's queue,
-or a disconnect is never seen (hypercorn never fails a send, and stops reading
-the socket once ten messages wait unread). See `_inbox.py` for when it runs.
+Who may do what, so that a connection's life fits in one head: only the
+connection task (the view, then the exit path) changes the WebSocket's state
+or writes to the wire. The reader and the server's stop only *record* why the
+connection ends (the first record wins) and cancel the view's scope.
+
+Why a reader always runs: under hypercorn a send to a departed client returns
+silently, and hypercorn stops reading the socket once ten messages wait for
+the app. Without somebody reading, a view that only sends would never learn
+that its client left, and one that does not read would never see the close.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
-from ._errors import leaves
-from ._inbox import Message
-from .websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from ._errors import leaves, sole_error
+from .websockets import WebSocket, WebSocketDisconnect, WebSocketState, chosen_close
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 logger = logging.getLogger("trio_boca")
 
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-_CONNECTING, _CONNECTED = WebSocketState.CONNECTING, WebSocketState.CONNECTED
-_OPEN = (_CONNECTING, _CONNECTED)
+_OPEN = (WebSocketState.CONNECTING, WebSocketState.CONNECTED)
+
+#: What the server's send raises when the transport is failing under us
+#: (hypercorn closing on a client's protocol error, say): the client is gone;
+#: the view did nothing wrong.
+_TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError)
 
 
 @dataclass(frozen=True)
@@ -51,8 +67,58 @@ class Limits:
     #: How long a view may be away from receive(), counted from when it left,
     #: and still be told rather than cancelled when its client leaves.
     disconnect_grace: float = 0.1
-    #: Longest wait for the close frame to go out when a view ends.
+    #: Longest wait for a close (or accept, or rejection) to go out, and for
+    #: the server to report the disconnect after the view ended.
     close_timeout: float = 5.0
+
+
+class End(enum.Enum):
+    """Why a connection ended."""
+
+    RETURNED = "the view returned"
+    CLIENT_LEFT = "the client left"
+    BAD_INPUT = "the client sent what the route cannot read"
+    STALLED = "the view stopped reading"
+    FAILED = "the view raised"
+    CODED_ERROR = "the view raised an exception that names its close code"
+    SHUTDOWN = "the server is stopping"
+
+
+class Ending(NamedTuple):
+    """An end, with the code and reason that came with it (the client's, say)."""
+
+    end: End
+    code: int | None = None
+    reason: str = ""
+
+
+class Closing(NamedTuple):
+    """How an end reaches the client and the log."""
+
+    #: The close frame's code for an accepted connection (None: the ending's own).
+    code: int | None
+    #: The close frame's reason (None: the ending's own).
+    reason: str | None
+    #: The HTTP status for a handshake that was never answered.
+    status: int
+    #: How it is logged, once (0: not at all).
+    level: int
+
+
+#: The one table. Nothing goes on the wire to a client that has left, and a
+#: departure is logged at WARNING instead when its code is not in the route's
+#: `caught_close_codes`. docs/errors.md shows this table.
+CLOSINGS: dict[End, Closing] = {
+    End.RETURNED: Closing(1000, "", 403, 0),
+    End.CLIENT_LEFT: Closing(1000, "", 403, logging.DEBUG),
+    End.BAD_INPUT: Closing(None, None, 400, logging.WARNING),
+    End.STALLED: Closing(
+        1008, "message queue full: the server is not reading", 503, logging.WARNING
+    ),
+    End.FAILED: Closing(1011, "", 500, logging.ERROR),
+    End.CODED_ERROR: Closing(None, None, 503, logging.WARNING),
+    End.SHUTDOWN: Closing(1001, "server shutting down", 503, logging.DEBUG),
+}
 
 
 class Connections:
@@ -63,181 +129,331 @@ class Connections:
     """
 
     def __init__(self) -> None:
-        self._scopes: dict[WebSocket, trio.CancelScope] = {}
+        self._open: set[Connection] = set()
         self.going_away = False
 
+    def add(self, connection: Connection) -> None:
+        self._open.add(connection)
+        if self.going_away:
+            connection.stop(Ending(End.SHUTDOWN))
+
+    def discard(self, connection: Connection) -> None:
+        self._open.discard(connection)
+
     def go_away(self) -> None:
-        """Cancel every view; each connection then closes with 1001."""
+        """Stop every view; each connection then closes with 1001."""
         self.going_away = True
-        for scope in self._scopes.values():
-            scope.cancel()
+        for connection in list(self._open):
+            connection.stop(Ending(End.SHUTDOWN))
 
 
 #: The running server's connections, if it keeps track (plain hypercorn does not).
 current: ContextVar[Connections | None] = ContextVar("trio_boca_connections", default=None)
 
 
-async def run_connection(
-    ws: WebSocket,
-    view: Callable[..., Awaitable[None]],
-    params: dict[str, Any],
-    *,
-    auto_accept: bool,
-    limits: Limits,
-) -> BaseException | None:
-    """Run `view(ws, **params)` and close the connection when it ends.
+class Connection:
+    """One WebSocket connection: the view's task, its reader, and how it ends.
 
-    The connection's nursery holds the view and, while the view stays away
-    from receive(), its pump; the nursery's cancel scope is the view's. Returns
-    the exception the view failed with, after logging it and closing with
-    1011 (or answering 500), so the caller may re-raise it in tests.
-    Cancellation from outside (server shutdown) is re-raised after the client
-    has been sent 1001.
+    The `WebSocket` a view holds talks to it through `receive`, `send`,
+    `transmit`, `bad_input`, `gone` and `departure`, nothing else.
     """
-    connections = current.get()  # None when not under serve(): nobody will ask
-    inbox = ws._inbox
-    outcome: BaseException | None = None
-    try:
-        async with trio.open_nursery() as nursery:
-            scope = nursery.cancel_scope
-            if connections is not None:
-                connections._scopes[ws] = scope
-                if connections.going_away:
-                    scope.cancel()
-            inbox.start_pump = partial(nursery.start_soon, _pump, ws, scope, limits)
-            inbox.mark_away()  # until the view first calls receive()
-            if auto_accept:
-                await ws._accept_for_view()
-            await view(ws, **params)
-            scope.cancel()  # the view is done: so is its pump
-    except BaseException as exc:
-        outcome = _unwrapped(exc)
-    finally:
-        inbox.forget()
-        if connections is not None:
-            connections._scopes.pop(ws, None)
-    going_away = connections is not None and connections.going_away
-    failure = await _finish(
-        ws, outcome, cancelled_for_leaving=inbox.cancelled_view, going_away=going_away
+
+    __slots__ = (
+        "_inbox",
+        "_inbox_in",
+        "_left_at",
+        "_queued",
+        "_receive",
+        "_receiving",
+        "_room",
+        "_send",
+        "_told",
+        "_view_scope",
+        "departure",
+        "end",
+        "gone",
+        "limits",
+        "ws",
     )
-    if outcome is not None and not isinstance(outcome, Exception):
-        raise outcome
-    return failure
 
+    def __init__(
+        self, scope: Message, receive: Receive, send: Send, limits: Limits, **options: Any
+    ) -> None:
+        self._receive = receive
+        self._send = send
+        self.limits = limits
+        self.ws = WebSocket(scope, self, **options)
+        #: Why the connection ends, once that is known.
+        self.end: Ending | None = None
+        #: The client's close code and reason, once it has left.
+        self.departure: tuple[int, str] | None = None
+        #: Nothing more goes on the wire: the client left, or the transport failed.
+        self.gone = False
+        self._inbox_in, self._inbox = trio.open_memory_channel[tuple[Message, int]](
+            limits.inbox_messages
+        )
+        self._queued = 0  # characters or bytes in the inbox
+        self._room: trio.Event | None = None  # the reader waits for the view to take some
+        self._receiving = 0  # view tasks inside receive()
+        self._left_at = trio.current_time()  # when the view last left receive()
+        self._told: trio.Event | None = None  # the view has learnt that the client left
+        self._view_scope = trio.CancelScope()
 
-def _unwrapped(exc: BaseException) -> BaseException:
-    """The view's own exception, out of the group the nursery put it in."""
-    parts = leaves(exc)
-    return parts[0] if len(parts) == 1 else exc
+    # -- the connection task -------------------------------------------------
 
+    async def run(
+        self, view: Callable[..., Awaitable[None]], params: dict[str, Any], *, auto_accept: bool
+    ) -> BaseException | None:
+        """Run `view(ws, **params)`, then end the connection as its end calls for.
 
-async def _pump(ws: WebSocket, view_scope: trio.CancelScope, limits: Limits) -> None:
-    """Read for a view that stays away from receive(), until it comes back."""
-    inbox = ws._inbox
-    try:
+        Returns the view's exception, once logged and answered (1011 or 500),
+        so a test client can re-raise it. Cancellation from outside, and
+        KeyboardInterrupt or SystemExit, are re-raised after the close.
+        """
+        connections = current.get()
+        if connections is not None:
+            connections.add(self)
+        outcome: BaseException | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read)
+                with self._view_scope:
+                    if auto_accept:
+                        await self.ws._accept_for_view()
+                    await view(self.ws, **params)
+                nursery.cancel_scope.cancel()  # the view is done: so is its reader
+        except BaseException as exc:  # every road out leads to the close below
+            outcome = _ours_unwrapped(exc)
+        finally:
+            if connections is not None:
+                connections.discard(self)
+        self.end = self._conclude(outcome)
+        await self._close(self.end, outcome)
+        await self._drain()
+        if outcome is None:
+            return None
+        _, unlogged = _split(outcome)
+        if unlogged is not None:
+            raise unlogged  # cancellation from outside, KeyboardInterrupt, SystemExit
+        return (sole_error(outcome) or outcome) if self.end.end is End.FAILED else None
+
+    def _conclude(self, outcome: BaseException | None) -> Ending:
+        """Why the connection ended, all things considered: the one decision."""
+        parts = [] if outcome is None else leaves(outcome)
+        errors = [e for e in parts if not isinstance(e, (trio.Cancelled, WebSocketDisconnect))]
+        if any(not isinstance(e, Exception) for e in errors):
+            return Ending(End.SHUTDOWN)  # KeyboardInterrupt, SystemExit: the process is stopping
+        if errors:
+            chosen = [chosen_close(e) for e in errors]
+            if chosen[0] is not None and all(chosen):
+                return Ending(End.CODED_ERROR, *chosen[0])
+            return Ending(End.FAILED)
+        if self.end is not None:
+            return self.end
+        disconnects = [e for e in parts if isinstance(e, WebSocketDisconnect)]
+        if disconnects:
+            return Ending(End.CLIENT_LEFT, disconnects[0].code, disconnects[0].reason)
+        if parts:  # cancelled, and not by us: the server is stopping without telling us
+            return Ending(End.SHUTDOWN)
+        return Ending(End.RETURNED)
+
+    async def _close(self, ending: Ending, outcome: BaseException | None) -> None:
+        closing = CLOSINGS[ending.end]
+        code = ending.code if closing.code is None else closing.code
+        reason = ending.reason if closing.reason is None else closing.reason
+        assert code is not None
+        path = self.ws.scope["path"]
+        if ending.end is End.FAILED:
+            unanswered = self.ws.connection_state is WebSocketState.CONNECTING
+            answered = "answered 500" if unanswered else "closed with 1011"
+            logger.error("WebSocket view for %s failed; %s", path, answered, exc_info=outcome)
+        elif ending.end is End.CLIENT_LEFT:
+            caught = ending.code in self.ws.caught_close_codes
+            logger.log(
+                logging.DEBUG if caught else logging.WARNING,
+                "WebSocket %s: the client left with %d%s",
+                path,
+                ending.code,
+                f" ({ending.reason})" if ending.reason else "",
+            )
+        elif closing.level:
+            detail = f": {ending.reason}" if ending.reason and ending.reason != reason else ""
+            logger.log(
+                closing.level,
+                "WebSocket %s closed with %d (%s)%s",
+                path,
+                code,
+                reason or ending.end.value,
+                detail,
+            )
+        await self.ws._finish(code, reason, closing.status)
+
+    async def _drain(self) -> None:
+        """Read the server until it reports the disconnect, dropping what arrives.
+
+        hypercorn puts the disconnect into the app's queue of ten; were the
+        queue full with nobody reading, it would wait there for ever, holding
+        the socket, its tasks and every queued message. Only an accepted
+        connection can have messages queued. Bounded by `close_timeout`.
+        """
+        if self.departure is not None or self.ws.connection_state is not WebSocketState.CLOSED:
+            return
+        with trio.move_on_after(self.limits.close_timeout):
+            while (await self._receive())["type"] != "websocket.disconnect":
+                pass
+
+    # -- other tasks: record why, and cancel ---------------------------------
+
+    def stop(self, ending: Ending) -> None:
+        """End the connection for `ending`: record it (unless an end is known) and
+        cancel the view. All that a task other than the connection's may do."""
+        if self.end is None:
+            self.end = ending
+        self._view_scope.cancel()
+
+    async def _read(self) -> None:
+        """Server -> inbox, for as long as the view runs."""
         while True:
-            message = await inbox.receive_from_server()
+            message = await self._receive()
             kind = message["type"]
             if kind == "websocket.receive":
-                if ws.connection_state is not _CONNECTED:
-                    continue  # sent before the client saw our close: nobody wants it
-                text, data = message.get("text"), message.get("bytes")
-                size = len(text) if text is not None else len(data or b"")
-                if not await inbox.put(message, size, limits.stall_timeout):
-                    await _close_for_stall(ws, view_scope, limits)
+                if not await self._queue(message):
+                    waiting = self._inbox_in.statistics().current_buffer_used
+                    stall = self.limits.stall_timeout
+                    detail = (
+                        f"the view read nothing for {stall:g} s with {waiting} messages waiting"
+                    )
+                    self.stop(Ending(End.STALLED, 1008, detail))
                     return
-                if inbox.waiting:
-                    return  # the view is back in receive(): it reads for itself
             elif kind == "websocket.disconnect":
-                ws._client_left(message.get("code", 1005), message.get("reason") or "")
-                if ws.connection_state in _OPEN:
-                    await _tell_or_cancel(ws, view_scope, limits)
-                return  # otherwise the client acknowledged our close or rejection
-    finally:
-        inbox.pump_stopped()
+                await self._client_left(message.get("code", 1005), message.get("reason") or "")
+                return
 
+    async def _queue(self, message: Message) -> bool:
+        """Put `message` in the inbox, waiting while it is full.
 
-async def _tell_or_cancel(ws: WebSocket, view_scope: trio.CancelScope, limits: Limits) -> None:
-    """The client left while the view was away from receive().
+        The wait is backpressure: while the reader waits it does not read the
+        server, so the server stops reading the socket. Returns False if the
+        view took nothing for `stall_timeout`; any message taken restarts the
+        clock. Once the view has said its last word, messages are dropped.
+        """
+        text, data = message.get("text"), message.get("bytes")
+        size = len(text) if text is not None else len(data or b"")
+        limits = self.limits
+        try:
+            while self._queued and self._queued + size > limits.inbox_bytes:
+                room = self._room = trio.Event()
+                with trio.move_on_after(limits.stall_timeout) as waiting:
+                    await room.wait()
+                if waiting.cancelled_caught:
+                    return False
+            self._queued += size
+            try:
+                self._inbox_in.send_nowait((message, size))
+            except trio.WouldBlock:
+                with trio.move_on_after(limits.stall_timeout) as waiting:
+                    await self._inbox_in.send((message, size))
+                if waiting.cancelled_caught:
+                    return False
+        except trio.BrokenResourceError:
+            pass  # the view has closed the connection: nobody will read it
+        return True
 
-    A view that comes back to receive() within `disconnect_grace` of leaving
-    it is told, and finishes on its own: `async for` loops then end the same
-    way whatever they were doing when the client left. A view away longer
-    (it only sends, or waits on something else) is cancelled.
-    """
-    since = ws._inbox.away_since
-    deadline = (since if since is not None else trio.current_time()) + limits.disconnect_grace
-    if not ws._told:
-        told = ws._told_event = trio.Event()
-        with trio.move_on_at(max(deadline, trio.current_time())):
+    async def _client_left(self, code: int, reason: str) -> None:
+        """Tell the view, or cancel it.
+
+        A view that is in receive(), or comes back to it within
+        `disconnect_grace` of having left it, learns there and finishes on
+        its own: an `async for` loop then ends the same way whatever it was
+        doing when the client left. A view away longer (it only sends, or
+        waits on something else) is cancelled.
+        """
+        self.departure = (code, reason)
+        self.gone = True
+        told = self._told = trio.Event()
+        self._inbox_in.close()  # receive() reports the departure once the inbox is drained
+        if self.ws.connection_state not in _OPEN:
+            return  # the client answered our close or rejection
+        if self.end is None:
+            self.end = Ending(End.CLIENT_LEFT, code, reason)
+        away_since = trio.current_time() if self._receiving else self._left_at
+        with trio.move_on_at(away_since + self.limits.disconnect_grace):
             await told.wait()
-    if not ws._told:
-        ws._inbox.cancelled_view = True
-        view_scope.cancel()
+        if not told.is_set() and self.ws.connection_state in _OPEN:
+            self._view_scope.cancel()
+
+    # -- the WebSocket's side --------------------------------------------------
+
+    async def receive(self) -> Message | None:
+        """The client's next message; None once it has left (or the view closed)
+        and the inbox is drained."""
+        self._receiving += 1
+        try:
+            message, size = await self._inbox.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            if self._told is not None:
+                self._told.set()
+            return None
+        finally:
+            self._receiving -= 1
+            self._left_at = trio.current_time()
+        self._queued -= size
+        if self._room is not None:
+            self._room.set()
+        return message
+
+    async def send(self, message: Message) -> None:
+        """Send a data message; a no-op once the client is gone, as on a socket."""
+        if self.gone:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            await self._send(message)
+        except _TRANSPORT_ERRORS:
+            self.gone = True
+
+    async def transmit(self, *messages: Message, final: bool) -> None:
+        """Put what a state transition promises on the wire: the one path for
+        accept, reject and close, whoever calls them.
+
+        Shielded, since a cancelled send would leave the state claiming an
+        answer the client never got; bounded by `close_timeout`, so a client
+        that stopped reading cannot hold it. After the last word (`final`)
+        the inbox is closed and what still arrives is dropped.
+        """
+        if final:
+            self._inbox.close()
+            self._queued = 0
+            if self._room is not None:
+                self._room.set()
+        if self.gone:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        deadline = trio.current_time() + self.limits.close_timeout
+        with trio.CancelScope(shield=True, deadline=deadline) as scope:
+            try:
+                for message in messages:
+                    await self._send(message)
+            except _TRANSPORT_ERRORS:
+                self.gone = True
+        if scope.cancelled_caught:
+            self.gone = True
+
+    def bad_input(self, code: int, reason: str) -> None:
+        """The client sent what the route cannot read; the view closes with `code`."""
+        if self.end is None:
+            self.end = Ending(End.BAD_INPUT, code, reason)
 
 
-async def _close_for_stall(ws: WebSocket, view_scope: trio.CancelScope, limits: Limits) -> None:
-    logger.warning(
-        "closing WebSocket %s with 1008: the view read nothing for %.1f s with %d messages waiting",
-        ws.scope["path"],
-        limits.stall_timeout,
-        ws._inbox.queued(),
-    )
-    await ws._close_on_the_way_out(1008, "message queue full: the server is not reading")
-    ws._inbox.cancelled_view = True
-    view_scope.cancel()
+def _ours_unwrapped(exc: BaseException) -> BaseException:
+    """The view's exception, out of the group the connection's nursery put it in."""
+    if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        return exc.exceptions[0]
+    return exc
 
 
-async def _finish(
-    ws: WebSocket,
-    outcome: BaseException | None,
-    *,
-    cancelled_for_leaving: bool,
-    going_away: bool,
-) -> BaseException | None:
-    """Log how the view ended, then close with the code that road calls for.
-
-    Each road gives a close code for an accepted connection and an HTTP
-    status for a handshake still unanswered. An exception with a `close_code`
-    attribute (and a `reason`) chooses its own code.
-    """
-    path = ws.scope["path"]
-    failure: BaseException | None = None
-    parts = [] if outcome is None else leaves(outcome)
-    disconnects = [e for e in parts if isinstance(e, WebSocketDisconnect)]
-    errors = [e for e in parts if not isinstance(e, (WebSocketDisconnect, trio.Cancelled))]
-    if disconnects:
-        _log_departure(ws, disconnects[0].code, disconnects[0].reason)
-    elif cancelled_for_leaving and ws.client_gone:
-        _log_departure(ws, ws.close_code or 1005, ws.close_reason or "")
-    coded = [e for e in errors if isinstance(getattr(e, "close_code", None), int)]
-    if errors and len(coded) == len(errors):
-        # Exceptions that say how to close (broadcast's SlowSubscriber, say):
-        # an expected end, not a crash.
-        code, reason, status = coded[0].close_code, str(getattr(coded[0], "reason", "")), 503  # type: ignore[attr-defined]
-        logger.warning("WebSocket %s closed with %d: %s", path, code, reason)
-    elif errors:
-        answered = "answered 500" if ws.connection_state is _CONNECTING else "closed with 1011"
-        logger.error("WebSocket view for %s failed; %s", path, answered, exc_info=outcome)
-        code, reason, status = 1011, "", 500
-        failure = outcome
-    elif len(disconnects) < len(parts) or (going_away and not ws.client_gone):
-        # Cancelled from outside, or by Connections.go_away: the server is stopping.
-        logger.debug("WebSocket %s cancelled by the server stopping; closing with 1001", path)
-        code, reason, status = 1001, "server shutting down", 503
-    else:  # returned, cancelled because the client left, or told it left
-        code, reason, status = 1000, "", 403
-    await ws._close_on_the_way_out(code, reason, refuse_with=status)
-    return failure
-
-
-def _log_departure(ws: WebSocket, code: int, reason: str) -> None:
-    if code in ws.caught_close_codes:
-        logger.debug("client left %s with %d", ws.scope["path"], code)
-    else:
-        logger.warning(
-            "WebSocket %s closed with %d%s",
-            ws.scope["path"],
-            code,
-            f" ({reason})" if reason else "",
-        )
+def _split(exc: BaseException) -> tuple[BaseException | None, BaseException | None]:
+    """`exc` split into what was logged (plain errors) and what must travel on."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(Exception)
+    return (exc, None) if isinstance(exc, Exception) else (None, exc)

@@ -10,16 +10,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import trio
 
-from ._connection import Limits, Receive, Send, run_connection
-from ._inbox import Inbox
+from ._connection import Connection, Limits, Receive, Send
 from .http import ClientDisconnected, HTTPError, Request, Response, plain
 from .routing import Router
-from .websockets import (
-    DEFAULT_CAUGHT_CLOSE_CODES,
-    MESSAGE_TYPES,
-    MessageType,
-    WebSocket,
-)
+from .websockets import DEFAULT_CAUGHT_CLOSE_CODES, MESSAGE_TYPES, MessageType
 
 if TYPE_CHECKING:
     from .server import Address
@@ -257,24 +251,16 @@ class App:
             return
         route, params = found
         scope["path_params"] = params
-        limits = self.limits
-        ws = WebSocket(
+        connection = Connection(
             scope,
-            Inbox(receive, limits.inbox_messages, limits.inbox_bytes),
+            receive,
             send,
+            self.limits,
             receive_type=route.receive_type,
             send_type=route.send_type,
             caught_close_codes=route.caught_close_codes,
-            close_timeout=limits.close_timeout,
         )
-
-        failure = await run_connection(
-            ws,
-            route.view,
-            params,
-            auto_accept=route.auto_accept,
-            limits=limits,
-        )
+        failure = await connection.run(route.view, params, auto_accept=route.auto_accept)
         if failure is not None and scope.get("extensions", {}).get(RAISE_EXCEPTIONS):
             raise failure
 

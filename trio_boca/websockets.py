@@ -6,7 +6,9 @@ The state machine covers what the *application* has done with the socket:
     CONNECTING --reject()--> REJECTED
 
 Every transition goes through `WebSocket._transition`, so every misuse gets
-the same kind of error: a `RuntimeError` that names the state it happened in.
+the same kind of error: a `RuntimeError` that names the state it happened in;
+and what a transition promises the client goes out through one shielded,
+bounded step of the connection (`Connection.transmit`).
 
 The *client* leaving is a separate fact (`client_gone`), not a state: it can
 happen at any instant, and letting it change which calls are legal would turn
@@ -14,24 +16,30 @@ programming errors into races. Once the client is gone, `accept`, `send`,
 `close` and `reject` still follow the state machine but put nothing on the
 wire (there is nobody to hear it, just as with a real socket), and `receive`
 raises `WebSocketDisconnect` once queued messages are drained.
+
+Only the view's own task changes the state: the connection's other task and
+the server record why the connection ends and cancel the view instead (see
+`_connection.py`).
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import trio
 
-from ._inbox import ClientGone, Inbox, Message
 from .datastructures import ScopeView
 
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from ._connection import Connection
+
+Message = MutableMapping[str, Any]
 MessageType = Literal["text", "bytes", "json", "event"]
 MESSAGE_TYPES: tuple[MessageType, ...] = ("text", "bytes", "json", "event")
 
@@ -45,6 +53,9 @@ DEFAULT_CAUGHT_CLOSE_CODES = frozenset({1000, 1001, 1005, 1006})
 # Codes a server may put in a close frame (RFC 6455 section 7.4). 1005, 1006
 # and 1015 are reserved for reporting, never sent; 1010 is for clients only.
 _SENDABLE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1012, 1013, 1014})
+
+#: A view that sends and never receives yields at least this often: see `send`.
+SENDS_PER_YIELD = 16
 
 
 class WebSocketDisconnect(Exception):
@@ -74,21 +85,17 @@ class WebSocketState(enum.Enum):
 
 
 _CONNECTING, _CONNECTED = WebSocketState.CONNECTING, WebSocketState.CONNECTED
-_CLOSED, _REJECTED = WebSocketState.CLOSED, WebSocketState.REJECTED
-
-#: See WebSocket._send_event.
-SENDS_PER_YIELD = 16
 
 _TRANSITIONS = {
     ("accept", _CONNECTING): _CONNECTED,
-    ("reject", _CONNECTING): _REJECTED,
-    ("close", _CONNECTED): _CLOSED,
+    ("reject", _CONNECTING): WebSocketState.REJECTED,
+    ("close", _CONNECTED): WebSocketState.CLOSED,
 }
 
 _HINTS = {
     ("accept", _CONNECTED): "it is already accepted",
     ("close", _CONNECTING): "refuse a handshake with reject()",
-    ("close", _CLOSED): "it is already closed; use ensure_closed() when unsure",
+    ("close", WebSocketState.CLOSED): "it is already closed; use ensure_closed() when unsure",
     ("reject", _CONNECTED): (
         "reject() refuses a handshake; end an accepted connection with close(), "
         "or declare the route with auto_accept=False to decide before accepting"
@@ -96,12 +103,6 @@ _HINTS = {
     ("send", _CONNECTING): "accept() it first",
     ("receive", _CONNECTING): "accept() it first",
 }
-
-
-class _BadMessage(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        self.code = code
-        self.reason = reason
 
 
 class WebSocket(ScopeView):
@@ -112,39 +113,25 @@ class WebSocket(ScopeView):
 
     def __init__(
         self,
-        scope: MutableMapping[str, Any],
-        inbox: Inbox,
-        send: Callable[[Message], Awaitable[None]],
+        scope: Message,
+        connection: Connection,
         *,
         receive_type: MessageType = "text",
         send_type: MessageType = "text",
         caught_close_codes: Iterable[int] = DEFAULT_CAUGHT_CLOSE_CODES,
-        close_timeout: float = 5.0,
     ) -> None:
         self.scope = scope
         self.receive_type = receive_type
         self.send_type = send_type
         self.caught_close_codes = frozenset(caught_close_codes)
         self.connection_state = WebSocketState.CONNECTING
-        #: True once the client has left (or the server saw the socket drop).
-        self.client_gone = False
-        #: The close code and reason, once either side has closed.
-        self.close_code: int | None = None
-        self.close_reason: str | None = None
-        self._inbox = inbox
-        self._send = send
-        self._close_timeout = close_timeout
-        # True once the view has been told, by receive(), that the client left;
-        # a pump waiting to see it makes the Event.
-        self._told = False
-        self._told_event: trio.Event | None = None
+        self._connection = connection
+        # The code and reason the view closed with, if it closed first.
+        self._closed_with: tuple[int, str] | None = None
         # True from the framework's automatic accept until the view accepts.
         self._auto_accepted = False
-        # True while _close_on_the_way_out holds a shield around our sends.
-        self._shielded = False
-        # Sends since the last receive(): see _send_event.
+        # Sends since the last receive(): see send().
         self._sends_in_a_row = 0
-        inbox.on_disconnect = self._client_left
 
     # -- what the view can read (and url, headers, query_params, path_params,
     # client: see ScopeView) ------------------------------------------------
@@ -158,6 +145,23 @@ class WebSocket(ScopeView):
         """Per-connection state shared with the server (the ASGI scope's `state`)."""
         state: dict[str, Any] = self.scope.setdefault("state", {})
         return state
+
+    @property
+    def client_gone(self) -> bool:
+        """True once the client has left, or its connection failed under us."""
+        return self._connection.gone
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code, once either side has closed (whichever closed first)."""
+        closed = self._closed_with or self._connection.departure
+        return None if closed is None else closed[0]
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason, once either side has closed (whichever closed first)."""
+        closed = self._closed_with or self._connection.departure
+        return None if closed is None else closed[1]
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.url.path} {self.connection_state.value}>"
@@ -206,16 +210,13 @@ class WebSocket(ScopeView):
                 f"subprotocol {subprotocol!r} was not offered by the client "
                 f"(offered: {self.subprotocols})"
             )
-        raw_headers = _encode_headers(headers)
+        accept = {
+            "type": "websocket.accept",
+            "subprotocol": subprotocol,
+            "headers": _encode_headers(headers),
+        }
         self._transition("accept")
-        if self.client_gone:
-            return
-        # Shielded, so a cancelled view never leaves hypercorn half-accepted;
-        # no deadline, since nothing can hold a handshake's answer back.
-        with trio.CancelScope(shield=True):
-            await self._send(
-                {"type": "websocket.accept", "subprotocol": subprotocol, "headers": raw_headers}
-            )
+        await self._connection.transmit(accept, final=False)
 
     async def reject(
         self,
@@ -234,21 +235,24 @@ class WebSocket(ScopeView):
             raise ValueError(f"reject() takes an HTTP error status (400-599), not {status}")
         content = body.encode() if isinstance(body, str) else bytes(body)
         raw_headers = _encode_headers(headers)
-        plain = status == 403 and not content and not raw_headers
-        if plain or "websocket.http.response" not in self.scope.get("extensions", {}):
+        if (status == 403 and not content and not raw_headers) or not self._can_respond():
             # ASGI's own way: close before accept is answered with 403.
             self._transition("reject")
-            await self._send_for_transition({"type": "websocket.close", "code": 1000, "reason": ""})
+            await self._connection.transmit({"type": "websocket.close", "code": 1000}, final=True)
             return
         names = {name for name, _ in raw_headers}
         if content and b"content-type" not in names:
             raw_headers.append((b"content-type", b"text/plain; charset=utf-8"))
         raw_headers.append((b"content-length", str(len(content)).encode()))
         self._transition("reject")
-        await self._send_for_transition(
+        await self._connection.transmit(
             {"type": "websocket.http.response.start", "status": status, "headers": raw_headers},
             {"type": "websocket.http.response.body", "body": content},
+            final=True,
         )
+
+    def _can_respond(self) -> bool:
+        return "websocket.http.response" in self.scope.get("extensions", {})
 
     # -- closing -------------------------------------------------------------
 
@@ -257,33 +261,16 @@ class WebSocket(ScopeView):
 
         Raises RuntimeError if it was already closed; see `ensure_closed`.
         """
-        if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
+        if not _sendable(code):
             raise ValueError(f"{code} is not a close code a server may send")
         if len(reason.encode()) > 123:
             raise ValueError("a close reason must fit in 123 bytes of UTF-8")
         self._transition("close")
-        if not self.client_gone:
-            self.close_code, self.close_reason = code, reason
-        await self._send_for_transition({"type": "websocket.close", "code": code, "reason": reason})
-
-    async def _send_for_transition(self, *events: Message) -> None:
-        """Put on the wire what a transition just promised.
-
-        Shielded, and bounded by `close_timeout`: were the send cancelled, the
-        state would say the handshake was answered, or the connection closed,
-        while the client heard nothing. Nothing is sent to a departed client.
-        """
-        if self.client_gone:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return
-        if self._shielded:  # inside _close_on_the_way_out: shielded already
-            for event in events:
-                await self._send(event)
-            return
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + self._close_timeout
-            for event in events:
-                await self._send(event)
+        if self.close_code is None:
+            self._closed_with = (code, reason)
+        await self._connection.transmit(
+            {"type": "websocket.close", "code": code, "reason": reason}, final=True
+        )
 
     async def ensure_closed(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection unless that is already done; never raises.
@@ -296,39 +283,6 @@ class WebSocket(ScopeView):
             await self.reject()
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
-
-    async def _close_on_the_way_out(
-        self, code: int, reason: str = "", *, refuse_with: int = 403
-    ) -> None:
-        """Close, or refuse a pending handshake with `refuse_with`; never raises.
-
-        Used when a view is leaving, possibly because it was cancelled: the
-        close must still go out, so it is shielded, but a client that stopped
-        reading must not hold us past `close_timeout`. A status other than 403
-        needs the server's denial-response extension; without it the handshake
-        is left unanswered and the server answers 500 itself.
-        """
-        if self.client_gone:  # nothing goes on the wire: settle the state, no I/O
-            if self.connection_state is _CONNECTED:
-                self._transition("close")
-            elif self.connection_state is _CONNECTING:
-                self._transition("reject")
-            return
-        with trio.CancelScope(shield=True) as scope:
-            scope.deadline = trio.current_time() + self._close_timeout
-            self._shielded = True
-            try:
-                await self._settle(code, reason, refuse_with)
-            finally:
-                self._shielded = False
-
-    async def _settle(self, code: int, reason: str, refuse_with: int) -> None:
-        if self.connection_state is not _CONNECTING:
-            await self.ensure_closed(code, reason)
-        elif refuse_with == 403:
-            await self.reject()
-        elif "websocket.http.response" in self.scope.get("extensions", {}):
-            await self.reject(refuse_with, body=HTTPStatus(refuse_with).phrase)
 
     # -- messages ------------------------------------------------------------
 
@@ -353,23 +307,23 @@ class WebSocket(ScopeView):
         return await self._receive_as("json")
 
     async def _receive_as(self, kind: Any) -> Any:
-        # The one place every receive goes through; kept shallow on purpose,
-        # since an idle connection holds this stack of frames while it waits.
+        # The one place every receive goes through.
         if self.connection_state is not _CONNECTED:
             self._refuse("receive")
         self._sends_in_a_row = 0
-        event = await self._inbox.get()
-        if isinstance(event, ClientGone):
-            self._was_told()
-            if kind is _ITERATING and event.code in self.caught_close_codes:
+        event = await self._connection.receive()
+        if event is None:
+            code, reason = self.close_code or 1005, self.close_reason or ""
+            if kind is _ITERATING and code in self.caught_close_codes:
                 return _END  # async for ends: no exception but StopAsyncIteration
-            raise WebSocketDisconnect(event.code, event.reason)
+            raise WebSocketDisconnect(code, reason)
         try:
             return _decode(event, self.receive_type if kind is _ITERATING else kind)
         except _BadMessage as bad:
             # The client broke the protocol this route speaks: end this one
             # connection, say why, and let the view unwind.
-            await self._close_on_the_way_out(bad.code, bad.reason)
+            self._connection.bad_input(bad.code, bad.reason)
+            await self.close(bad.code, bad.reason)
             raise WebSocketDisconnect(bad.code, bad.reason) from None
 
     async def send(self, value: Any) -> None:
@@ -386,24 +340,21 @@ class WebSocket(ScopeView):
         await self._send_event(_encode(value, "json"))
 
     async def _send_event(self, event: Message) -> None:
-        # hypercorn's send yields (and so honours cancellation) while its
-        # stream is open, but returns at once after it closed: a view doing
-        # nothing but send() could then never be cancelled and would spin the
-        # event loop. So every SENDS_PER_YIELD sends with no receive() between
-        # them start with a full checkpoint; before the send, so a cancelled
-        # call sends nothing. An echo loop, receiving in between, never pays.
+        # hypercorn's send yields (and so lets other tasks run, and honours
+        # cancellation) while its stream is open, but returns at once after it
+        # closed: a view doing nothing but send() would then starve the reader
+        # that is to tell it the client left, and spin the event loop. So every
+        # SENDS_PER_YIELD sends with no receive() between them start with a
+        # full checkpoint; an echo loop, receiving in between, never pays.
         self._sends_in_a_row += 1
         if self._sends_in_a_row >= SENDS_PER_YIELD:
             self._sends_in_a_row = 0
             await trio.lowlevel.checkpoint()
         # No await between the state check and the server's send: a close
-        # from another task can then never slip in between the two.
+        # from another of the view's tasks can never slip in between the two.
         if self.connection_state is not _CONNECTED:
             self._refuse("send")
-        if self.client_gone:
-            await trio.lowlevel.checkpoint()
-            return
-        await self._send(event)
+        await self._connection.send(event)
 
     def __aiter__(self) -> WebSocket:
         return self
@@ -432,30 +383,53 @@ class WebSocket(ScopeView):
             await self.ensure_closed()
             return False
         if isinstance(exc, WebSocketDisconnect):
-            await self._close_on_the_way_out(1000)
+            await self.ensure_closed()
             return exc.code in self.caught_close_codes
         if isinstance(exc, Exception):
-            await self._close_on_the_way_out(1011)
+            await self.ensure_closed(*(chosen_close(exc) or (1011, "")))
         # Cancellation and KeyboardInterrupt pass through untouched: the
         # connection's own exit path closes with the code they call for.
         return False
 
     # -- called by the connection --------------------------------------------
 
-    def _was_told(self) -> None:
-        self._told = True
-        if self._told_event is not None:
-            self._told_event.set()
-
     async def _accept_for_view(self) -> None:
         await self.accept()
         self._auto_accepted = True
 
-    def _client_left(self, code: int, reason: str) -> None:
-        self.client_gone = True
-        if self.close_code is None:
-            self.close_code, self.close_reason = code, reason
-        self._inbox.end(code, reason)
+    async def _finish(self, code: int, reason: str, status: int) -> None:
+        """Answer whatever the view left unanswered, as its end calls for.
+
+        A handshake refused with a status other than 403 needs the server's
+        denial-response extension; without it the handshake is left
+        unanswered and the server answers 500 itself.
+        """
+        if self.connection_state is _CONNECTED:
+            await self.close(code, reason)
+        elif self.connection_state is not _CONNECTING:
+            pass
+        elif status == 403:
+            await self.reject()
+        elif self._can_respond():
+            await self.reject(status, body=HTTPStatus(status).phrase)
+
+
+def _sendable(code: int) -> bool:
+    return code in _SENDABLE_CODES or 3000 <= code <= 4999
+
+
+def chosen_close(exc: BaseException) -> tuple[int, str] | None:
+    """The close code and reason an exception chooses for itself, if valid.
+
+    An exception with an int `close_code` (and optionally a `reason`) that
+    escapes a view closes the socket with them, as an expected end rather
+    than a crash: how broadcast's SlowSubscriber (1008) reaches the client.
+    """
+    code = getattr(exc, "close_code", None)
+    reason = str(getattr(exc, "reason", ""))
+    if isinstance(code, int) and _sendable(code) and len(reason.encode()) <= 123:
+        return code, reason
+    return None
 
 
 def _encode_headers(
@@ -470,6 +444,12 @@ def _encode_headers(
 # `_receive_as` kinds beyond the message types: an `async for` step.
 _ITERATING: Any = object()
 _END = object()
+
+
+class _BadMessage(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
 
 
 def _decode(event: Message, kind: MessageType) -> Any:
