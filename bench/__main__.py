@@ -3,10 +3,14 @@
     scripts/bench                 (sets up .venv with the `bench` extra, then this)
     python -m bench [--rounds 3] [--seconds 2] [--quick]
 
-Every framework serves the same /echo under the same server (hypercorn's Trio
-worker, bench/serve.py), one after the other, interleaved over the rounds so
-a noisy moment hits all of them; each figure is the median of the rounds,
-and each is also given as a ratio to the raw ASGI app. Load comes from
+Every framework serves the same /echo (bench/apps.py, served by bench/serve.py),
+one after the other, interleaved over the rounds so a noisy moment hits all
+of them; each figure is the median of the rounds, and each is also given as a
+ratio to the raw ASGI app. The ASGI apps run under the same server, plain
+`hypercorn.trio.serve`; trio_boca runs a second time under its own `serve()`
+(what `trio-boca run` uses: hypercorn's Trio worker plus trio_boca's
+adaptations), and a bare trio-websocket server, no framework and no ASGI,
+shows what a Trio user gets without either. Load comes from
 bench/client.py in its own process; server and client CPU are reported so a
 reader can see which one was the bottleneck.
 
@@ -30,7 +34,9 @@ from typing import Any
 
 from .testclients import run_all as test_clients
 
-FRAMEWORKS = ["raw", "trio_boca", "starlette", "quart-trio"]
+FRAMEWORKS = ["raw", "trio_boca", "trio_boca-serve", "trio-websocket", "starlette", "quart-trio"]
+# Keys are bench/serve.py names; a column is headed by its key unless named here.
+HEADINGS = {"trio_boca-serve": "trio_boca (serve)"}
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -139,6 +145,10 @@ def median(values: list[Any], key: str | None = None) -> float:
     return statistics.median(v[key] if key else v for v in values)
 
 
+def heading(name: str) -> str:
+    return HEADINGS.get(name, name)
+
+
 def report(data: dict[str, Any], fanout: str, rounds: int, seconds: float) -> str:
     servers = data["servers"]
 
@@ -160,12 +170,22 @@ def report(data: dict[str, Any], fanout: str, rounds: int, seconds: float) -> st
         "- Versions: "
         + ", ".join(
             f"{package} {version(package)}"
-            for package in ("trio_boca", "trio", "hypercorn", "starlette", "quart-trio")
+            for package in (
+                "trio_boca",
+                "trio",
+                "hypercorn",
+                "trio-websocket",
+                "starlette",
+                "quart-trio",
+            )
         )
         + ".",
-        "- Server: hypercorn's Trio worker (`hypercorn.trio.serve`) for every framework,"
-        " on 127.0.0.1; load from `bench/client.py` in its own process: 32-byte text"
-        " messages, hand-built frames.",
+        "- Server: plain `hypercorn.trio.serve` (hypercorn's Trio worker) for raw,"
+        " trio_boca, starlette and quart-trio; trio_boca (serve) is the same app under"
+        " `trio_boca.server.serve`, what `trio-boca run` uses (hypercorn's Trio worker"
+        " plus trio_boca's adaptations); trio-websocket is a hand-written echo under"
+        " `trio_websocket.serve_websocket`, no ASGI server. All on 127.0.0.1; load from"
+        " `bench/client.py` in its own process: 32-byte text messages, hand-built frames.",
         "- In parentheses: the ratio to the raw ASGI app (higher is better for"
         " throughput, lower for latency and memory).",
         "",
@@ -173,7 +193,7 @@ def report(data: dict[str, Any], fanout: str, rounds: int, seconds: float) -> st
         "",
         "## Echo throughput (messages/s) and round-trip latency",
         "",
-        "| | " + " | ".join(FRAMEWORKS) + " |",
+        "| | " + " | ".join(map(heading, FRAMEWORKS)) + " |",
         "|---|" + "---|" * len(FRAMEWORKS),
     ]
     for connections in (1, 16, 64):
@@ -193,7 +213,7 @@ def report(data: dict[str, Any], fanout: str, rounds: int, seconds: float) -> st
         "",
         "## Connection churn (connect, one echo, close; 16 loops)",
         "",
-        "| | " + " | ".join(FRAMEWORKS) + " |",
+        "| | " + " | ".join(map(heading, FRAMEWORKS)) + " |",
         "|---|" + "---|" * len(FRAMEWORKS),
         "| connections/s | "
         + " | ".join(cell(n, "churn 16", "connections_per_s") for n in FRAMEWORKS)
@@ -201,7 +221,7 @@ def report(data: dict[str, Any], fanout: str, rounds: int, seconds: float) -> st
         "",
         "## Server memory per idle connection (KiB of RSS growth)",
         "",
-        "| | " + " | ".join(FRAMEWORKS) + " |",
+        "| | " + " | ".join(map(heading, FRAMEWORKS)) + " |",
         "|---|" + "---|" * len(FRAMEWORKS),
     ]
     for connections in (1000, 5000):
@@ -214,7 +234,7 @@ def report(data: dict[str, Any], fanout: str, rounds: int, seconds: float) -> st
         "",
         "## Who was busy (cores used during the echo loads, median)",
         "",
-        "| | " + " | ".join(f"{n} server / client" for n in FRAMEWORKS) + " |",
+        "| | " + " | ".join(f"{heading(n)} server / client" for n in FRAMEWORKS) + " |",
         "|---|" + "---|" * len(FRAMEWORKS),
     ]
     for connections in (1, 16, 64):
@@ -277,11 +297,11 @@ def chart(data: dict[str, Any], path: Path) -> None:
             median(servers[name][s], k) / median(servers["raw"][s], k) for s, k, _ in scenarios
         ]
         positions = [x + (i - (len(peers) - 1) / 2) * width for x in range(len(scenarios))]
-        axes.bar(positions, ratios, width, label=name)
+        axes.bar(positions, ratios, width, label=heading(name))
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.set_xticks(range(len(scenarios)), [label for _, _, label in scenarios])
     axes.set_ylabel("ratio to raw ASGI")
-    axes.set_title("Under hypercorn's Trio worker, medians (raw ASGI = 1.0)")
+    axes.set_title("Medians, as ratios to the raw ASGI app under hypercorn's Trio worker")
     axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)

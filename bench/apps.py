@@ -1,8 +1,12 @@
-"""The same /echo endpoint four ways: accept, echo every message until the client leaves."""
+"""The same /echo endpoint five ways: accept, echo every message until the client leaves.
+
+Four are ASGI apps (`APPS`); the fifth, `trio_websocket`, is a bare
+trio-websocket handler, which bench/serve.py serves without hypercorn.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 App = Callable[..., Any]
@@ -76,6 +80,21 @@ def quart_trio() -> App:
             await websocket.send(await websocket.receive())
 
     return app
+
+
+def trio_websocket() -> Callable[[Any], Awaitable[None]]:
+    """What a Trio user writes with trio-websocket alone: a handler, no ASGI, no framework."""
+    from trio_websocket import ConnectionClosed
+
+    async def echo(request: Any) -> None:
+        ws = await request.accept()
+        try:
+            while True:
+                await ws.send_message(await ws.get_message())
+        except ConnectionClosed:
+            pass
+
+    return echo
 
 
 APPS: dict[str, Callable[[], App]] = {

@@ -1,9 +1,18 @@
-"""Serve one of bench/apps.py under hypercorn's Trio worker until SIGTERM.
+"""Serve one of the bench/apps.py echoes until SIGTERM.
 
     python -m bench.serve NAME PORT
 
-Every framework gets the same server, `hypercorn.trio.serve`, configured the
-same way. Prints "ready" once it listens.
+Three ways to serve, one per kind of row:
+
+- an ASGI app of `APPS` (raw, trio_boca, starlette, quart-trio): plain
+  `hypercorn.trio.serve`, configured the same way for every framework;
+- "trio_boca-serve": the trio_boca app under `trio_boca.server.serve`, the
+  path `trio-boca run` and `app.serve()` take (hypercorn's Trio worker plus
+  trio_boca's adaptations and graceful stop), with the same settings;
+- "trio-websocket": not ASGI, so no hypercorn: a bare `serve_websocket`, as a
+  Trio user would write without a framework.
+
+Prints "ready" once it listens; SIGTERM stops each the way its users would.
 """
 
 from __future__ import annotations
@@ -12,12 +21,17 @@ import logging
 import resource
 import signal
 import sys
+from collections.abc import Awaitable, Callable
+from functools import partial
 
 import trio
 from hypercorn.config import Config
-from hypercorn.trio import serve
+from hypercorn.trio import serve as hypercorn_serve
 
-from .apps import APPS
+from .apps import APPS, trio_websocket
+
+GRACEFUL = 0.5  # seconds a graceful stop may take
+BACKLOG = 4096
 
 
 def raise_file_limit() -> None:
@@ -25,22 +39,67 @@ def raise_file_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def main(name: str, port: int) -> None:
-    app = APPS[name]()
+async def under_hypercorn(
+    name: str, port: int, stop: trio.Event, *, task_status: trio.TaskStatus[None]
+) -> None:
+    """Plain hypercorn, stopped through its shutdown trigger."""
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = 0.5
-    config.backlog = 4096
+    config.graceful_timeout = GRACEFUL
+    config.backlog = BACKLOG
+    async with trio.open_nursery() as nursery:
+        run = partial(hypercorn_serve, APPS[name](), config, shutdown_trigger=stop.wait)
+        await nursery.start(run)
+        task_status.started()
+
+
+async def under_trio_boca(
+    name: str, port: int, stop: trio.Event, *, task_status: trio.TaskStatus[None]
+) -> None:
+    """trio_boca's serve(), stopped as `trio-boca run` stops it: cancelled, it stops gracefully."""
+    from trio_boca.server import make_config, serve
+
+    config = make_config("127.0.0.1", port, GRACEFUL, backlog=BACKLOG)
+    async with trio.open_nursery() as nursery:
+        run = partial(serve, APPS["trio_boca"](), shutdown_timeout=GRACEFUL, config=config)
+        await nursery.start(run)
+        task_status.started()
+        await stop.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def under_trio_websocket(
+    name: str, port: int, stop: trio.Event, *, task_status: trio.TaskStatus[None]
+) -> None:
+    """A bare trio-websocket server, stopped by cancelling it (it has no graceful stop).
+
+    Its listener's backlog is Trio's default, the most the kernel allows.
+    """
+    from trio_websocket import serve_websocket
+
+    async with trio.open_nursery() as nursery:
+        run = partial(serve_websocket, trio_websocket(), "127.0.0.1", port, ssl_context=None)
+        await nursery.start(run)
+        task_status.started()
+        await stop.wait()
+        nursery.cancel_scope.cancel()
+
+
+Serve = Callable[..., Awaitable[None]]
+SERVERS: dict[str, Serve] = {
+    "trio_boca-serve": under_trio_boca,
+    "trio-websocket": under_trio_websocket,
+}
+
+
+async def main(name: str, port: int) -> None:
+    serve = SERVERS.get(name, under_hypercorn)
     stop = trio.Event()
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(
-                lambda task_status: serve(
-                    app, config, shutdown_trigger=stop.wait, task_status=task_status
-                )
-            )
+            await nursery.start(serve, name, port, stop)
             print("ready", flush=True)
             async for _ in signals:
                 stop.set()
