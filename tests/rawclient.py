@@ -1,15 +1,18 @@
 """A bare WebSocket client that can do what polite clients never do.
 
-trio-websocket always sends a close frame; to test a client that vanishes
-(a TCP close with no close frame, as when a phone loses its signal) we speak
-the protocol by hand with wsproto.
+trio-websocket always sends a close frame and valid frames; to test a client
+that vanishes (a TCP close with no close frame, as when a phone loses its
+signal), floods without reading, or breaks the protocol, we speak it by hand
+with wsproto.
 """
 
 from __future__ import annotations
 
+import os
+
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, Message, Request, TextMessage
+from wsproto.events import AcceptConnection, CloseConnection, Event, Message, Request, TextMessage
 
 
 class RawClient:
@@ -32,15 +35,39 @@ class RawClient:
     async def send(self, text: str) -> None:
         await self.stream.send_all(self.ws.send(Message(data=text)))
 
-    async def receive_text(self) -> str:
+    async def send_invalid_utf8(self) -> None:
+        """A text frame whose payload is not UTF-8: a protocol error (RFC 6455, 8.1)."""
+        payload = b"\xff\xfe\xfd"
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        await self.stream.send_all(bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+
+    async def _event(self) -> Event:
         while True:
             for event in self.ws.events():
-                if isinstance(event, TextMessage):
-                    return event.data
+                return event
             data = await self.stream.receive_some(65536)
             if not data:
                 raise EOFError
             self.ws.receive_data(data)
+
+    async def receive_text(self) -> str:
+        while True:
+            event = await self._event()
+            if isinstance(event, TextMessage):
+                return event.data
+
+    async def close_code(self) -> int:
+        """Read until the server's close frame; its code."""
+        while True:
+            event = await self._event()
+            if isinstance(event, CloseConnection):
+                return event.code
+
+    async def drain(self) -> None:
+        """Read and drop whatever the server sends, until it closes."""
+        while await self.stream.receive_some(65536):
+            pass
 
     async def abort(self) -> None:
         """Drop the TCP connection without a close frame."""
