@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import pytest
@@ -9,6 +10,7 @@ import trio
 import trio.lowlevel
 
 from trio_boca import App, WebSocket, WebSocketDisconnect
+from trio_boca.testing import TestClient
 
 from .conftest import TIMEOUT, Transport, ViewProbe, server_close, settle_tasks, task_baseline
 from .rawclient import RawClient
@@ -224,3 +226,38 @@ async def test_a_view_that_only_floods_is_still_cancelled_when_its_client_vanish
             await probe.ended.wait()
     assert probe.cancelled, f"the view ran to the end: {sends} sends"
     assert probe.ended_at - left_at < 1.0
+
+
+async def test_a_view_that_keeps_receiving_after_its_client_left_does_not_freeze_the_server() -> (
+    None
+):
+    """receive() on a departed connection is a full checkpoint, like any other
+    road through it: a view that will not take no for an answer burns its own
+    time, not everybody else's. (A real clock: under an autojump clock a view
+    that never blocks would keep virtual time from moving.)"""
+    app = App()
+
+    @app.websocket_route("/stubborn")
+    async def stubborn(ws: WebSocket) -> None:
+        while True:
+            with contextlib.suppress(WebSocketDisconnect):
+                await ws.receive()
+
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await trio.sleep(0.01)
+            ticks += 1
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ticker)
+            with trio.move_on_after(0.5):
+                async with TestClient(app) as client:
+                    async with client.websocket("/stubborn") as ws:
+                        await ws.close()
+                    await trio.sleep_forever()
+            nursery.cancel_scope.cancel()
+    assert ticks >= 25  # of 50 possible: the ticker kept its turn

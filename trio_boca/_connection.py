@@ -393,6 +393,9 @@ class Connection:
         except (trio.EndOfChannel, trio.ClosedResourceError):
             if self._told is not None:
                 self._told.set()
+            # A closed channel raises without a schedule point; a view that
+            # calls receive() again and again must still let others run.
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return None
         finally:
             self._receiving -= 1
