@@ -19,10 +19,13 @@ from typing import Any
 
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trio_boca import App, WebSocket, WebSocketDisconnect
 from trio_boca._connection import Connections, current
 from trio_boca.testing import TestClient, WebSocketRejected
+from trio_boca.websockets import WebSocketState
 
 from .asgi import Server
 
@@ -315,3 +318,214 @@ def test_a_closed_connection_releases_a_full_server_queue() -> None:
     ]
     assert unexpected == []
     assert len(failures) == len(timings)
+
+
+def test_a_view_reading_a_backlog_after_the_client_left_is_told_not_cancelled() -> None:
+    """It comes back to receive() within the grace each time, for as long as
+    the backlog takes: the grace restarts with every return, so it reads
+    every message and the code after its loop runs."""
+    seen: list[tuple[int, float, list[str], bool]] = []
+
+    def scenario_for(count: int) -> Callable[[float], Awaitable[None]]:
+        async def scenario(work: float) -> None:
+            app = App(disconnect_grace=0.1)
+            got: list[str] = []
+            after_loop = False
+
+            @app.websocket_route("/backlog")
+            async def backlog(ws: WebSocket) -> None:
+                nonlocal after_loop
+                async for message in ws:
+                    await trio.sleep(work)  # less than the grace, every time
+                    got.append(message)
+                after_loop = True
+
+            async with TestClient(app) as client, client.websocket("/backlog") as ws:
+                for n in range(count):
+                    await ws.send(str(n))
+                await ws.close()
+            seen.append((count, work, got, after_loop))
+
+        return scenario
+
+    for count in (2, 5, 9):
+        assert sweep(scenario_for(count), steps(0.005, 0.099, 60)) == []
+    assert all(got == [str(n) for n in range(count)] and after for count, _, got, after in seen)
+
+
+# The next two races turn on the order Trio runs tasks that wake at the same
+# instant, which it randomizes. pytest-trio hands that randomness to
+# Hypothesis, so `random_module()` runs each example under another order, and
+# a failure replays.
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.random_module())
+def test_two_of_the_views_tasks_reading_bad_input_at_once(order: object) -> None:
+    """Both are handed a frame the route cannot read before either closes:
+    the first closes with 1007, the second finds it closed. Neither fails."""
+
+    async def scenario(gap: float) -> None:
+        app = App()
+
+        @app.websocket_route("/json", value_type="json")
+        async def twice(ws: WebSocket) -> None:
+            async def reader() -> None:
+                with contextlib.suppress(WebSocketDisconnect):
+                    await ws.receive()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                nursery.start_soon(reader)
+
+        async with TestClient(app) as client, client.websocket("/json") as ws:
+            await trio.sleep(0.01)  # both readers are waiting
+            await ws.send("{bad")
+            if gap:
+                await trio.sleep(gap)
+            with contextlib.suppress(WebSocketDisconnect):
+                await ws.send("{worse")
+            assert await close_code(ws) == 1007
+
+    assert sweep(scenario, [0, 1e-6]) == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.random_module())
+def test_a_send_and_a_close_from_two_tasks_at_the_same_instant(order: object) -> None:
+    """A send that passed its state check before a close from another task
+    goes out first, as under hypercorn, which takes a message before its
+    first await. (The test client once yielded first, and refused it.)"""
+
+    async def scenario(close_at: float) -> None:
+        app = App()
+
+        @app.websocket_route("/two")
+        async def two(ws: WebSocket) -> None:
+            async def sender() -> None:
+                await trio.sleep(0.75)
+                if ws.connection_state is WebSocketState.CONNECTED:
+                    await ws.send("tick")
+
+            async def closer() -> None:
+                await trio.sleep(close_at)
+                await ws.close(4000)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender)
+                nursery.start_soon(closer)
+
+        async with TestClient(app) as client, client.websocket("/two") as ws:
+            assert await close_code(ws) == 4000
+
+    assert sweep(scenario, [0.75 - 1e-6, 0.75, 0.75 + 1e-6]) == []
+
+
+class Warnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def closing_then_cleaning_up(
+    runs: list[tuple[float, int | None, bool, list[str]]], **limits: Any
+) -> Callable[[float], Awaitable[None]]:
+    """A view that reads one message, closes with 4000 after `close_at`, then
+    cleans up for longer than the stall timeout, while the client keeps
+    sending (it has not seen the close yet)."""
+
+    async def scenario(close_at: float) -> None:
+        app = App(stall_timeout=1, **limits)
+        finished = False
+
+        @app.websocket_route("/x")
+        async def view(ws: WebSocket) -> None:
+            nonlocal finished
+            await ws.receive()
+            await trio.sleep(close_at)
+            await ws.close(4000)
+            await trio.sleep(2)
+            finished = True
+
+        server = Server(app, "/x")
+        warnings = Warnings()
+        logging.getLogger("trio_boca").addHandler(warnings)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.run)
+                await server.connect()
+                for n in range(400):
+                    await server.text(f"{n:09}")  # 9 characters each
+                    await trio.sleep(0.01)
+                await server.disconnect(1000)
+        finally:
+            logging.getLogger("trio_boca").removeHandler(warnings)
+        runs.append((close_at, server.close_code(), finished, warnings.messages))
+
+    return scenario
+
+
+def test_what_arrives_after_the_views_close_is_never_a_stall() -> None:
+    """The first version still counted those messages against the byte
+    budget, so the reader waited for room nobody would make, and called it a
+    stall: the view's clean-up was cancelled and 1008 logged, though the
+    client had its 4000."""
+    runs: list[tuple[float, int | None, bool, list[str]]] = []
+    timings = steps(0.1, 0.5, 100)
+    scenario = closing_then_cleaning_up(runs, inbox_bytes=100)
+    assert sweep(scenario, timings) == []
+    assert [(code, finished, warnings) for _, code, finished, warnings in runs] == [
+        (4000, True, [])
+    ] * len(timings)
+
+
+def test_a_stall_timer_firing_as_the_view_closes() -> None:
+    """Around the stall's own instant either may come first, but never both:
+    a client that got the view's 4000 saw no stall recorded, and the view's
+    clean-up ran; a stall first means 1008, logged once."""
+    runs: list[tuple[float, int | None, bool, list[str]]] = []
+    scenario = closing_then_cleaning_up(runs, inbox_messages=2)
+    # The reader waits from the third message on (t = 0.03): the stall is due at 1.03.
+    assert sweep(scenario, steps(0.98, 1.08, 100) + [1.03] * 50) == []
+    outcomes = set()
+    for _, code, finished, warnings in runs:
+        if code == 4000:
+            assert finished and warnings == []
+        else:
+            assert code == 1008 and not finished and len(warnings) == 1
+        outcomes.add(code)
+    assert outcomes == {4000, 1008}
+
+
+def test_a_server_stop_before_the_handshake_is_answered_refuses_it() -> None:
+    """A connection that arrives as the server stops is refused with 503; the
+    first version accepted it anyway and closed it at once with 1001."""
+    started: list[bool] = []
+
+    async def scenario(connect_at: float) -> None:
+        app = App()
+
+        @app.websocket_route("/x")
+        async def view(ws: WebSocket) -> None:
+            started.append(True)
+            await trio.sleep_forever()
+
+        connections = Connections()
+        token = current.set(connections)
+        try:
+            async with TestClient(app, raise_server_exceptions=False) as client:
+                await trio.sleep(connect_at)
+                connections.go_away()
+                try:
+                    async with client.websocket("/x"):
+                        raise AssertionError("accepted after the stop")
+                except WebSocketRejected as refused:
+                    assert refused.status == 503
+        finally:
+            current.reset(token)
+
+    assert sweep(scenario, steps(0, 0.01, 100)) == []
+    assert started == []  # refused before the view ran at all

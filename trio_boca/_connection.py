@@ -162,6 +162,7 @@ class Connection:
         "_inbox",
         "_inbox_in",
         "_left_at",
+        "_moved",
         "_queued",
         "_receive",
         "_receiving",
@@ -196,7 +197,8 @@ class Connection:
         self._room: trio.Event | None = None  # the reader waits for the view to take some
         self._receiving = 0  # view tasks inside receive()
         self._left_at = trio.current_time()  # when the view last left receive()
-        self._told: trio.Event | None = None  # the view has learnt that the client left
+        self._told = False  # the view has learnt, from receive(), that the client left
+        self._moved: trio.Event | None = None  # once it left: the view entered or left receive()
         self._view_scope = trio.CancelScope()
 
     # -- the connection task -------------------------------------------------
@@ -251,6 +253,8 @@ class Connection:
         if self.end is not None:
             return self.end
         disconnects = [e for e in parts if isinstance(e, WebSocketDisconnect)]
+        if disconnects and self.ws.connection_state is WebSocketState.CLOSED:
+            return Ending(End.RETURNED)  # the echo of the view's own close, in another task
         if disconnects:
             return Ending(End.CLIENT_LEFT, disconnects[0].code, disconnects[0].reason)
         if parts:  # cancelled, and not by us: the server is stopping without telling us
@@ -258,15 +262,22 @@ class Connection:
         return Ending(End.RETURNED)
 
     async def _close(self, ending: Ending, outcome: BaseException | None) -> None:
+        """Answer what the view left unanswered as the table says; log it once."""
         closing = CLOSINGS[ending.end]
         code = ending.code if closing.code is None else closing.code
         reason = ending.reason if closing.reason is None else closing.reason
         assert code is not None
+        state = self.ws.connection_state
+        await self.ws._finish(code, reason, closing.status)
+        if state is WebSocketState.CONNECTING:
+            done = f"answered {closing.status}"
+        elif state is WebSocketState.CONNECTED:
+            done = f"closed with {code}"
+        else:
+            done = "closed by the view"
         path = self.ws.scope["path"]
         if ending.end is End.FAILED:
-            unanswered = self.ws.connection_state is WebSocketState.CONNECTING
-            answered = "answered 500" if unanswered else "closed with 1011"
-            logger.error("WebSocket view for %s failed; %s", path, answered, exc_info=outcome)
+            logger.error("WebSocket view for %s failed; %s", path, done, exc_info=outcome)
         elif ending.end is End.CLIENT_LEFT:
             caught = ending.code in self.ws.caught_close_codes
             logger.log(
@@ -277,16 +288,9 @@ class Connection:
                 f" ({ending.reason})" if ending.reason else "",
             )
         elif closing.level:
-            detail = f": {ending.reason}" if ending.reason and ending.reason != reason else ""
-            logger.log(
-                closing.level,
-                "WebSocket %s closed with %d (%s)%s",
-                path,
-                code,
-                reason or ending.end.value,
-                detail,
-            )
-        await self.ws._finish(code, reason, closing.status)
+            why = reason or ending.end.value
+            detail = f": {ending.reason}" if ending.reason and ending.reason != why else ""
+            logger.log(closing.level, "WebSocket %s %s (%s)%s", path, done, why, detail)
 
     async def _drain(self) -> None:
         """Read the server until it reports the disconnect, dropping what arrives.
@@ -317,7 +321,8 @@ class Connection:
             message = await self._receive()
             kind = message["type"]
             if kind == "websocket.receive":
-                if not await self._queue(message):
+                # Once the view has closed, nothing it leaves unread is a stall.
+                if not await self._queue(message) and self.ws.connection_state in _OPEN:
                     waiting = self._inbox_in.statistics().current_buffer_used
                     stall = self.limits.stall_timeout
                     detail = (
@@ -347,7 +352,6 @@ class Connection:
                     await room.wait()
                 if waiting.cancelled_caught:
                     return False
-            self._queued += size
             try:
                 self._inbox_in.send_nowait((message, size))
             except trio.WouldBlock:
@@ -355,6 +359,7 @@ class Connection:
                     await self._inbox_in.send((message, size))
                 if waiting.cancelled_caught:
                     return False
+            self._queued += size
         except trio.BrokenResourceError:
             pass  # the view has closed the connection: nobody will read it
         return True
@@ -362,25 +367,30 @@ class Connection:
     async def _client_left(self, code: int, reason: str) -> None:
         """Tell the view, or cancel it.
 
-        A view that is in receive(), or comes back to it within
-        `disconnect_grace` of having left it, learns there and finishes on
-        its own: an `async for` loop then ends the same way whatever it was
-        doing when the client left. A view away longer (it only sends, or
-        waits on something else) is cancelled.
+        A view in receive() learns there, once what was queued is read, and
+        finishes on its own: an `async for` loop then ends the same way
+        whatever it was doing when the client left. So does a view that comes
+        back to receive() within `disconnect_grace` of having left it, as
+        often as it takes to read what was queued. A view away longer (it
+        only sends, or waits on something else) is cancelled.
         """
         self.departure = (code, reason)
         self.gone = True
-        told = self._told = trio.Event()
         self._inbox_in.close()  # receive() reports the departure once the inbox is drained
         if self.ws.connection_state not in _OPEN:
             return  # the client answered our close or rejection
         if self.end is None:
             self.end = Ending(End.CLIENT_LEFT, code, reason)
-        away_since = trio.current_time() if self._receiving else self._left_at
-        with trio.move_on_at(away_since + self.limits.disconnect_grace):
-            await told.wait()
-        if not told.is_set() and self.ws.connection_state in _OPEN:
-            self._view_scope.cancel()
+        while not self._told and self.ws.connection_state in _OPEN:
+            moved = self._moved = trio.Event()
+            if self._receiving:
+                await moved.wait()  # it takes a queued message, or learns
+                continue
+            with trio.move_on_at(self._left_at + self.limits.disconnect_grace):
+                await moved.wait()
+            if not moved.is_set() and self.ws.connection_state in _OPEN:
+                self._view_scope.cancel()
+                return
 
     # -- the WebSocket's side --------------------------------------------------
 
@@ -388,11 +398,12 @@ class Connection:
         """The client's next message; None once it has left (or the view closed)
         and the inbox is drained."""
         self._receiving += 1
+        if self._moved is not None:
+            self._moved.set()
         try:
             message, size = await self._inbox.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
-            if self._told is not None:
-                self._told.set()
+            self._told = True
             # A closed channel raises without a schedule point; a view that
             # calls receive() again and again must still let others run.
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -400,6 +411,8 @@ class Connection:
         finally:
             self._receiving -= 1
             self._left_at = trio.current_time()
+            if self._moved is not None:
+                self._moved.set()
         self._queued -= size
         if self._room is not None:
             self._room.set()

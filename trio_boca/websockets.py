@@ -210,6 +210,9 @@ class WebSocket(ScopeView):
                 f"subprotocol {subprotocol!r} was not offered by the client "
                 f"(offered: {self.subprotocols})"
             )
+        # A view already told to stop (the server is stopping, say) must not
+        # begin a conversation: the handshake is then refused instead.
+        await trio.lowlevel.checkpoint_if_cancelled()
         accept = {
             "type": "websocket.accept",
             "subprotocol": subprotocol,
@@ -322,8 +325,9 @@ class WebSocket(ScopeView):
         except _BadMessage as bad:
             # The client broke the protocol this route speaks: end this one
             # connection, say why, and let the view unwind.
+            # (Another of the view's tasks may have closed it meanwhile.)
             self._connection.bad_input(bad.code, bad.reason)
-            await self.close(bad.code, bad.reason)
+            await self.ensure_closed(bad.code, bad.reason)
             raise WebSocketDisconnect(bad.code, bad.reason) from None
 
     async def send(self, value: Any) -> None:

@@ -289,8 +289,10 @@ class TestWebSocket(ClientWebSocket):
             self._done.set()
 
     async def _app_send(self, message: Message) -> None:
-        await trio.lowlevel.checkpoint()
+        # Like hypercorn: the state is checked and the message taken before
+        # the first await, so sends and closes from two tasks keep their order.
         if self._client_closed:
+            await trio.lowlevel.checkpoint()
             return  # like a server: sends after the client left go nowhere
         kind = message["type"]
         following = _ALLOWED[self._server].get(kind)
@@ -302,6 +304,7 @@ class TestWebSocket(ClientWebSocket):
             following = _Server.CLOSED
         self._server = following
         self._app_outbox.send_nowait(message)
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _from_server(self) -> Message | None:
         """The app's next message, or None once it has ended."""
