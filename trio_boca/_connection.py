@@ -167,9 +167,9 @@ class Connection:
         "_receive",
         "_receiving",
         "_room",
+        "_scope",
         "_send",
         "_told",
-        "_view_scope",
         "departure",
         "end",
         "gone",
@@ -199,7 +199,7 @@ class Connection:
         self._left_at = trio.current_time()  # when the view last left receive()
         self._told = False  # the view has learnt, from receive(), that the client left
         self._moved: trio.Event | None = None  # once it left: the view entered or left receive()
-        self._view_scope = trio.CancelScope()
+        self._scope: trio.CancelScope | None = None  # the connection nursery's: the view's
 
     # -- the connection task -------------------------------------------------
 
@@ -213,16 +213,18 @@ class Connection:
         KeyboardInterrupt or SystemExit, are re-raised after the close.
         """
         connections = current.get()
-        if connections is not None:
-            connections.add(self)
         outcome: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
+                # The view runs in the nursery's own scope: cancelling the
+                # view stops the reader too, which by then has nothing to do.
+                self._scope = nursery.cancel_scope
+                if connections is not None:
+                    connections.add(self)
                 nursery.start_soon(self._read)
-                with self._view_scope:
-                    if auto_accept:
-                        await self.ws._accept_for_view()
-                    await view(self.ws, **params)
+                if auto_accept:
+                    await self.ws._accept_for_view()
+                await view(self.ws, **params)
                 nursery.cancel_scope.cancel()  # the view is done: so is its reader
         except BaseException as exc:  # every road out leads to the close below
             outcome = _ours_unwrapped(exc)
@@ -313,7 +315,8 @@ class Connection:
         cancel the view. All that a task other than the connection's may do."""
         if self.end is None:
             self.end = ending
-        self._view_scope.cancel()
+        assert self._scope is not None  # stop() is only called on a running connection
+        self._scope.cancel()
 
     async def _read(self) -> None:
         """Server -> inbox, for as long as the view runs."""
@@ -381,6 +384,8 @@ class Connection:
             return  # the client answered our close or rejection
         if self.end is None:
             self.end = Ending(End.CLIENT_LEFT, code, reason)
+        if self._receiving and not self._inbox.statistics().current_buffer_used:
+            return  # waiting in receive() with nothing queued: closing the inbox told it
         while not self._told and self.ws.connection_state in _OPEN:
             moved = self._moved = trio.Event()
             if self._receiving:
@@ -389,7 +394,7 @@ class Connection:
             with trio.move_on_at(self._left_at + self.limits.disconnect_grace):
                 await moved.wait()
             if not moved.is_set() and self.ws.connection_state in _OPEN:
-                self._view_scope.cancel()
+                self.stop(self.end)
                 return
 
     # -- the WebSocket's side --------------------------------------------------
