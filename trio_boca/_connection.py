@@ -1,11 +1,10 @@
 """One WebSocket connection, from handshake to close.
 
     connection task: Connection.run()
-    └── connection nursery
+    └── connection nursery; its cancel scope is the view's
         ├── reader, always on: server receive() -> inbox (a bounded memory channel);
-        │   sees the client leave, or the view stop reading: records why, cancels the view
-        └── view cancel scope
-            └── view(ws, **params)
+        │   sees the client leave, or the view stop reading: records why, cancels
+        └── view(ws, **params), in the connection task itself
         then, whatever ended the view: one decision (`Ending`), one table
         (`CLOSINGS`), one shielded and bounded close, and a bounded read of the
         server until it reports the disconnect, so it can release the socket
@@ -13,7 +12,7 @@
 Who may do what, so that a connection's life fits in one head: only the
 connection task (the view, then the exit path) changes the WebSocket's state
 or writes to the wire. The reader and the server's stop only *record* why the
-connection ends (the first record wins) and cancel the view's scope.
+connection ends (the first record wins) and cancel the view.
 
 Why a reader always runs: under hypercorn a send to a departed client returns
 silently, and hypercorn stops reading the socket once ten messages wait for
@@ -26,7 +25,7 @@ from __future__ import annotations
 import enum
 import logging
 import sys
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -34,6 +33,7 @@ from typing import Any, NamedTuple
 import trio
 
 from ._errors import leaves, sole_error
+from ._messages import Message
 from .websockets import WebSocket, WebSocketDisconnect, WebSocketState, chosen_close
 
 if sys.version_info < (3, 11):
@@ -41,7 +41,6 @@ if sys.version_info < (3, 11):
 
 logger = logging.getLogger("trio_boca")
 
-Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 

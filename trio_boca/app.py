@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import trio
 
 from ._connection import Connection, Limits, Receive, Send
+from ._messages import MESSAGE_TYPES, MessageType
 from .http import ClientDisconnected, HTTPError, Request, Response, plain
 from .routing import Router
-from .websockets import DEFAULT_CAUGHT_CLOSE_CODES, MESSAGE_TYPES, MessageType
+from .websockets import DEFAULT_CAUGHT_CLOSE_CODES
 
 if TYPE_CHECKING:
     from .server import Address

@@ -25,13 +25,13 @@ the server record why the connection ends and cancel the view instead (see
 from __future__ import annotations
 
 import enum
-import json
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import trio
 
+from ._messages import BadMessage, Message, MessageType, decode, encode, encode_headers
 from .datastructures import ScopeView
 
 if TYPE_CHECKING:
@@ -39,9 +39,6 @@ if TYPE_CHECKING:
 
     from ._connection import Connection
 
-Message = MutableMapping[str, Any]
-MessageType = Literal["text", "bytes", "json", "event"]
-MESSAGE_TYPES: tuple[MessageType, ...] = ("text", "bytes", "json", "event")
 
 #: Close codes that mean "the client went away without anything being wrong".
 #: 1005 is a close frame without a code; 1006 is what hypercorn reports for
@@ -216,7 +213,7 @@ class WebSocket(ScopeView):
         accept = {
             "type": "websocket.accept",
             "subprotocol": subprotocol,
-            "headers": _encode_headers(headers),
+            "headers": encode_headers(headers),
         }
         self._transition("accept")
         await self._connection.transmit(accept, final=False)
@@ -237,7 +234,7 @@ class WebSocket(ScopeView):
         if not 400 <= status <= 599:
             raise ValueError(f"reject() takes an HTTP error status (400-599), not {status}")
         content = body.encode() if isinstance(body, str) else bytes(body)
-        raw_headers = _encode_headers(headers)
+        raw_headers = encode_headers(headers)
         if (status == 403 and not content and not raw_headers) or not self._can_respond():
             # ASGI's own way: close before accept is answered with 403.
             self._transition("reject")
@@ -321,8 +318,8 @@ class WebSocket(ScopeView):
                 return _END  # async for ends: no exception but StopAsyncIteration
             raise WebSocketDisconnect(code, reason)
         try:
-            return _decode(event, self.receive_type if kind is _ITERATING else kind)
-        except _BadMessage as bad:
+            return decode(event, self.receive_type if kind is _ITERATING else kind)
+        except BadMessage as bad:
             # The client broke the protocol this route speaks: end this one
             # connection, say why, and let the view unwind.
             # (Another of the view's tasks may have closed it meanwhile.)
@@ -332,16 +329,16 @@ class WebSocket(ScopeView):
 
     async def send(self, value: Any) -> None:
         """Send `value`, encoded as the route's `send_type` says."""
-        await self._send_event(_encode(value, self.send_type))
+        await self._send_event(encode(value, self.send_type))
 
     async def send_text(self, text: str) -> None:
-        await self._send_event(_encode(text, "text"))
+        await self._send_event(encode(text, "text"))
 
     async def send_bytes(self, data: bytes) -> None:
-        await self._send_event(_encode(data, "bytes"))
+        await self._send_event(encode(data, "bytes"))
 
     async def send_json(self, value: Any) -> None:
-        await self._send_event(_encode(value, "json"))
+        await self._send_event(encode(value, "json"))
 
     async def _send_event(self, event: Message) -> None:
         # hypercorn's send yields (and so lets other tasks run, and honours
@@ -436,55 +433,6 @@ def chosen_close(exc: BaseException) -> tuple[int, str] | None:
     return None
 
 
-def _encode_headers(
-    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
-) -> list[tuple[bytes, bytes]]:
-    if headers is None:
-        return []
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
-    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in pairs]
-
-
 # `_receive_as` kinds beyond the message types: an `async for` step.
 _ITERATING: Any = object()
 _END = object()
-
-
-class _BadMessage(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        self.code = code
-        self.reason = reason
-
-
-def _decode(event: Message, kind: MessageType) -> Any:
-    if kind == "event":
-        return event
-    text, data = event.get("text"), event.get("bytes")
-    if kind == "text":
-        if text is None:
-            raise _BadMessage(1003, "expected a text message, got binary")
-        return text
-    if kind == "bytes":
-        if data is None:
-            raise _BadMessage(1003, "expected a binary message, got text")
-        return data
-    try:
-        return json.loads(text if text is not None else (data or b""))
-    except ValueError as exc:
-        raise _BadMessage(1007, f"invalid JSON: {exc}"[:123]) from None
-
-
-def _encode(value: Any, kind: MessageType) -> Message:
-    if kind == "text":
-        if not isinstance(value, str):
-            raise TypeError(f"a text message must be str, not {type(value).__name__}")
-        return {"type": "websocket.send", "text": value}
-    if kind == "bytes":
-        if not isinstance(value, (bytes, bytearray, memoryview)):
-            raise TypeError(f"a binary message must be bytes, not {type(value).__name__}")
-        return {"type": "websocket.send", "bytes": bytes(value)}
-    if kind == "json":
-        return {"type": "websocket.send", "text": json.dumps(value)}
-    if not (isinstance(value, Mapping) and value.get("type") == "websocket.send"):
-        raise TypeError("an 'event' message must be an ASGI websocket.send event (a dict)")
-    return dict(value)

@@ -21,7 +21,7 @@ from typing import Any
 
 import trio
 
-from .._connection import Message
+from .._messages import Message
 from .._running import Running
 from ..app import RAISE_EXCEPTIONS
 from ..datastructures import Headers
