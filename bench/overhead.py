@@ -3,14 +3,19 @@
     .venv/bin/python -m bench.overhead
 
 Drives each app directly over ASGI from memory channels, so the figures
-hold only the app's own work (and the feeding task's, the same for both):
+hold only the app's own work (and the feeding task's, the same for all):
 
-- per message: a connection echoing a stream of 32-byte messages;
+- per message, streamed: a connection echoing a stream of 32-byte messages
+  as fast as they can be fed (the inbox stays full);
+- per round trip: one message, then wait for its echo, as the benchmark's
+  echo clients do;
 - per connection: connect, accept, one echo, the client leaves.
 
-Compared with the raw ASGI app, the difference is trio_boca's overhead; under
-hypercorn each message costs about 80 us and each connection about 800 us,
-which puts these in proportion.
+Three apps: the raw ASGI app; "reader" is the raw app with an always-on
+reader task moving messages into a bounded memory channel and nothing else,
+the floor of any design where somebody always reads the server; and
+trio_boca. Under hypercorn each message costs about 70 us of server time and
+each connection about 650 us, which puts these in proportion.
 """
 
 from __future__ import annotations
@@ -55,6 +60,31 @@ async def per_message(app: Any, count: int = 30_000) -> float:
     return elapsed / count * 1e6
 
 
+async def per_round_trip(app: Any, count: int = 20_000) -> float:
+    to_app, from_test = trio.open_memory_channel[dict[str, Any]](10)
+    to_test, from_app = trio.open_memory_channel[dict[str, Any]](10)
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send":
+            await to_test.send(message)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, dict(SCOPE), from_test.receive, send)
+        await to_app.send({"type": "websocket.connect"})
+        for _ in range(1000):  # warm up
+            await to_app.send(MESSAGE)
+            await from_app.receive()
+        started = time.perf_counter()
+        for _ in range(count):
+            await to_app.send(MESSAGE)
+            await from_app.receive()
+        elapsed = time.perf_counter() - started
+        await to_app.send({"type": "websocket.disconnect", "code": 1000})
+    return elapsed / count * 1e6
+
+
 async def per_connection(app: Any, count: int = 5_000) -> float:
     async def one() -> None:
         events: list[dict[str, Any]] = [
@@ -77,16 +107,44 @@ async def per_connection(app: Any, count: int = 5_000) -> float:
     return (time.perf_counter() - started) / count * 1e6
 
 
+def reader() -> Any:
+    """The raw app plus an always-on reader into a memory channel: nothing else."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        inbox_in, inbox = trio.open_memory_channel[dict[str, Any]](64)
+
+        async def read() -> None:
+            while (message := await receive())["type"] == "websocket.receive":
+                try:
+                    inbox_in.send_nowait(message)  # as trio_boca: no yield while there is room
+                except trio.WouldBlock:
+                    await inbox_in.send(message)
+            inbox_in.close()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read)
+            async for message in inbox:
+                await send({"type": "websocket.send", "text": message.get("text")})
+            nursery.cancel_scope.cancel()
+
+    return app
+
+
+MEASURES = {"message": per_message, "round trip": per_round_trip, "connection": per_connection}
+
+
 def main() -> None:
     results: dict[str, dict[str, list[float]]] = {}
     for _ in range(3):  # interleaved
-        for name, make in (("raw", raw), ("trio_boca", trio_boca)):
-            figures = results.setdefault(name, {"message": [], "connection": []})
-            figures["message"].append(trio.run(per_message, make()))
-            figures["connection"].append(trio.run(per_connection, make()))
+        for name, make in (("raw", raw), ("reader", reader), ("trio_boca", trio_boca)):
+            figures = results.setdefault(name, {})
+            for measure, run in MEASURES.items():
+                figures.setdefault(measure, []).append(trio.run(run, make()))
+    print(f"{'us per':<10}" + "".join(f"{measure:>12}" for measure in MEASURES))
     for name, figures in results.items():
-        message, connection = min(figures["message"]), min(figures["connection"])
-        print(f"{name:<10} {message:6.2f} us per message   {connection:6.1f} us per connection")
+        print(f"{name:<10}" + "".join(f"{min(figures[m]):12.2f}" for m in MEASURES))
 
 
 if __name__ == "__main__":
