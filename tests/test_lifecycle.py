@@ -18,6 +18,7 @@ the promises of docs/errors.md:
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass, field
 
 import trio
@@ -28,7 +29,7 @@ from hypothesis import strategies as st
 from trio_boca import App, WebSocket, WebSocketDisconnect
 from trio_boca.testing import TestClient, WebSocketRejected
 
-from .test_races import VIRTUAL_TIMEOUT, errors_logged
+from .test_races import VIRTUAL_TIMEOUT, logged
 
 VIEWS = [
     "echo",
@@ -226,7 +227,7 @@ async def scenario(shape: Shape, plan: Client, seen: Seen) -> None:
 @given(shapes, clients)
 def test_every_connection_ends_as_the_table_promises(shape: Shape, plan: Client) -> None:
     seen = Seen()
-    with errors_logged() as errors:
+    with logged(logging.ERROR) as errors:
         trio.run(scenario, shape, plan, seen, clock=trio.testing.MockClock(autojump_threshold=0))
     event(f"view {seen.view_ended}")
     event(f"client heard {seen.server_close}")

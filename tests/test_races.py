@@ -33,11 +33,11 @@ from .asgi import Server
 VIRTUAL_TIMEOUT = 60
 
 
-class Errors(logging.Handler):
-    """Every ERROR trio_boca logs during a run."""
+class Logged(logging.Handler):
+    """What trio_boca logs at `level` or above."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+    def __init__(self, level: int) -> None:
+        super().__init__(level)
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -45,8 +45,8 @@ class Errors(logging.Handler):
 
 
 @contextmanager
-def errors_logged() -> Iterator[Errors]:
-    handler = Errors()
+def logged(level: int) -> Iterator[Logged]:
+    handler = Logged(level)
     logger = logging.getLogger("trio_boca")
     logger.addHandler(handler)
     try:
@@ -70,7 +70,7 @@ def sweep(
             with trio.fail_after(VIRTUAL_TIMEOUT):
                 await scenario(t)
 
-        with errors_logged() as errors:
+        with logged(logging.ERROR) as errors:
             try:
                 trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
             except BaseException as exc:  # every way a run can break counts
@@ -421,15 +421,6 @@ def test_a_send_and_a_close_from_two_tasks_at_the_same_instant(order: object) ->
     assert sweep(scenario, [0.75 - 1e-6, 0.75, 0.75 + 1e-6]) == []
 
 
-class Warnings(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-
-
 def closing_then_cleaning_up(
     runs: list[tuple[float, int | None, bool, list[str]]], **limits: Any
 ) -> Callable[[float], Awaitable[None]]:
@@ -451,9 +442,7 @@ def closing_then_cleaning_up(
             finished = True
 
         server = Server(app, "/x")
-        warnings = Warnings()
-        logging.getLogger("trio_boca").addHandler(warnings)
-        try:
+        with logged(logging.WARNING) as warnings:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(server.run)
                 await server.connect()
@@ -461,8 +450,6 @@ def closing_then_cleaning_up(
                     await server.text(f"{n:09}")  # 9 characters each
                     await trio.sleep(0.01)
                 await server.disconnect(1000)
-        finally:
-            logging.getLogger("trio_boca").removeHandler(warnings)
         runs.append((close_at, server.close_code(), finished, warnings.messages))
 
     return scenario

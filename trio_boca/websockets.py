@@ -407,12 +407,11 @@ class WebSocket(ScopeView):
         """
         if self.connection_state is _CONNECTED:
             await self.close(code, reason)
-        elif self.connection_state is not _CONNECTING:
-            pass
-        elif status == 403:
-            await self.reject()
-        elif self._can_respond():
-            await self.reject(status, body=HTTPStatus(status).phrase)
+        elif self.connection_state is _CONNECTING:
+            if status == 403:
+                await self.reject()
+            elif self._can_respond():
+                await self.reject(status, body=HTTPStatus(status).phrase)
 
 
 def _sendable(code: int) -> bool:
