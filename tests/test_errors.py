@@ -11,8 +11,10 @@ import pytest
 import trio
 
 from trio_boca import App, WebSocket, WebSocketDisconnect
+from trio_boca._errors import leaves
 from trio_boca.testing import TestClient
 
+from .asgi import Server
 from .conftest import TIMEOUT, Transport, no_server_errors, records, refused, server_close
 
 ViewFn = Callable[..., Awaitable[None]]
@@ -179,3 +181,34 @@ async def test_a_view_must_be_async_and_types_must_be_known() -> None:
         app.websocket_route("/sync")(sync_view)  # type: ignore[type-var]
     with pytest.raises(ValueError, match="receive_type='xml'"):
         app.websocket_route("/xml", receive_type="xml")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, SystemExit])
+def test_keyboard_interrupt_or_system_exit_in_a_view_is_not_a_crash(
+    stop: type[BaseException], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The process is stopping: the client gets 1001 "server shutting down",
+    nothing is logged as the view's failure, and the exception goes on up."""
+    app = App()
+
+    @app.websocket_route("/stop")
+    async def stopping(ws: WebSocket) -> None:
+        await ws.receive()
+        raise stop()
+
+    server = Server(app, "/stop")
+
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.run)
+                await server.connect()
+                await server.text("go")
+                await server.wait_for("websocket.close")
+                await server.disconnect(1000)  # the client answers the close
+
+    with pytest.raises(BaseException) as raised:
+        trio.run(main)
+    assert [type(e) for e in leaves(raised.value)] == [stop]
+    assert server.close_code() == 1001
+    assert records(caplog, logging.ERROR) == []
