@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -33,7 +33,9 @@ from typing import Any, NamedTuple
 import trio
 
 from ._errors import leaves, sole_error
+from ._hypercorn import SERVER_CLOSED
 from ._messages import Message
+from .guards import Check
 from .websockets import WebSocket, WebSocketDisconnect, WebSocketState, chosen_close
 
 if sys.version_info < (3, 11):
@@ -203,9 +205,16 @@ class Connection:
     # -- the connection task -------------------------------------------------
 
     async def run(
-        self, view: Callable[..., Awaitable[None]], params: dict[str, Any], *, auto_accept: bool
+        self,
+        view: Callable[..., Awaitable[None]],
+        params: dict[str, Any],
+        *,
+        auto_accept: bool,
+        checks: Iterable[Check] = (),
     ) -> BaseException | None:
-        """Run `view(ws, **params)`, then end the connection as its end calls for.
+        """Run the `checks`, then `view(ws, **params)`, then end the connection
+        as its end calls for. A check that refuses (`ws.reject()`) ends it
+        before the view runs.
 
         Returns the view's exception, once logged and answered (1011 or 500),
         so a test client can re-raise it. Cancellation from outside, and
@@ -221,9 +230,10 @@ class Connection:
                 if connections is not None:
                     connections.add(self)
                 nursery.start_soon(self._read)
-                if auto_accept:
-                    await self.ws._accept_for_view()
-                await view(self.ws, **params)
+                if await self._admitted(checks):
+                    if auto_accept:
+                        await self.ws._accept_for_view()
+                    await view(self.ws, **params)
                 nursery.cancel_scope.cancel()  # the view is done: so is its reader
         except BaseException as exc:  # every road out leads to the close below
             outcome = _ours_unwrapped(exc)
@@ -239,6 +249,21 @@ class Connection:
         if unlogged is not None:
             raise unlogged  # cancellation from outside, KeyboardInterrupt, SystemExit
         return (sole_error(outcome) or outcome) if self.end.end is End.FAILED else None
+
+    async def _admitted(self, checks: Iterable[Check]) -> bool:
+        """Run the checks until one refuses the handshake; False if one did."""
+        for check in checks:
+            await check(self.ws)
+            state = self.ws.connection_state
+            if state is WebSocketState.REJECTED:
+                return False
+            if state is not WebSocketState.CONNECTING:
+                name = getattr(check, "__qualname__", check)
+                raise RuntimeError(
+                    f"check {name} left the WebSocket in state {state.value}: "
+                    "a check may only refuse a handshake, with reject()"
+                )
+        return True
 
     def _conclude(self, outcome: BaseException | None) -> Ending:
         """Why the connection ended, all things considered: the one decision."""
@@ -333,7 +358,10 @@ class Connection:
                     self.stop(Ending(End.STALLED, 1008, detail))
                     return
             elif kind == "websocket.disconnect":
-                await self._client_left(message.get("code", 1005), message.get("reason") or "")
+                code, reason = message.get("code", 1005), message.get("reason") or ""
+                if message.get(SERVER_CLOSED):  # the client broke a limit (1009)
+                    self.bad_input(code, reason)
+                await self._client_left(code, reason)
                 return
 
     async def _queue(self, message: Message) -> bool:

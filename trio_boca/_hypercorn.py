@@ -1,6 +1,6 @@
 """The one place trio_boca reaches into hypercorn.
 
-Two things the ASGI interface of hypercorn 0.18 cannot give us:
+What hypercorn 0.18 does not give us, and how we stand in for it:
 
 1. **The client's close code and reason.** hypercorn reads the client's close
    frame and answers it, then tells the app 1006 with no reason (hypercorn
@@ -11,18 +11,31 @@ Two things the ASGI interface of hypercorn 0.18 cannot give us:
    server, past any cancellation. We keep the streams of live connections so
    `serve()` can close them once its shutdown deadline passes: a blocked
    write then fails instead of waiting forever, and the connection ends.
+3. **Oversized messages.** Over `websocket_max_message_size` hypercorn sends
+   close 1009, then tells the app nothing and keeps the TCP connection until
+   the client drops it (it stops reading frames at the oversized one). We
+   end the connection as hypercorn ends one after a client's close frame,
+   and hand the app a disconnect with 1009 marked as the server's
+   (`SERVER_CLOSED`): the client broke a limit, it did not just leave.
+4. **Trusted proxies** (`TrustedProxies`). hypercorn's `ProxyFixMiddleware`
+   reads `Forwarded` and `X-Forwarded-*` from *any* peer, so a client that
+   reaches the app directly could claim any address; and it writes
+   `http`/`https` into WebSocket scopes, where ASGI says `ws`/`wss`. We
+   apply it to trusted peers only, with the WebSocket scheme mapped.
 
-Both act only in tasks started inside `adapted()`, which only trio_boca's own
-entry points enter (a ContextVar marks them): an app served by plain
-`hypercorn app:app`, even in the same process, sees hypercorn unchanged. And
-both are installed only on the hypercorn versions they were checked against
-(`CHECKED`); tests fail loudly if a new version changes what they rely on.
+The first three act only in tasks started inside `adapted()`, which only
+trio_boca's own entry points enter (a ContextVar marks them): an app served
+by plain `hypercorn app:app`, even in the same process, sees hypercorn
+unchanged. They are installed only on the hypercorn versions they were
+checked against (`CHECKED`); tests fail loudly if a new version changes what
+they rely on.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from importlib.metadata import version
@@ -33,6 +46,10 @@ import trio
 logger = logging.getLogger("trio_boca")
 
 CHECKED = ("0.18.",)
+
+#: A key of the `websocket.disconnect` event: the server closed the connection
+#: because the client broke one of its limits (an oversized message).
+SERVER_CLOSED = "trio_boca.server_closed"
 
 
 class Live:
@@ -88,26 +105,36 @@ def install() -> bool:
 
 
 def _patch() -> None:
-    from hypercorn.protocol.events import Request
-    from hypercorn.protocol.ws_stream import WSStream
+    from hypercorn.protocol.events import Request, StreamClosed
+    from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
     from hypercorn.trio.tcp_server import TCPServer
     from wsproto.connection import ConnectionState
     from wsproto.events import CloseConnection
+    from wsproto.frame_protocol import CloseReason
 
     send_wsproto_event = WSStream._send_wsproto_event
     handle = WSStream.handle
     run = TCPServer.run
 
     async def _send_wsproto_event(self: Any, event: Any) -> None:
+        closing = _live.get() is not None and isinstance(event, CloseConnection)
         # hypercorn answers a client's close frame with the same code and
         # reason, in state REMOTE_CLOSING: the one moment both are at hand.
-        if (
-            _live.get() is not None
-            and isinstance(event, CloseConnection)
-            and self.connection.state is ConnectionState.REMOTE_CLOSING
-        ):
-            self.trio_boca_client_close = (event.code, event.reason or "")
+        if closing and self.connection.state is ConnectionState.REMOTE_CLOSING:
+            self.trio_boca_client_close = (event.code, event.reason or "", False)
+        # Its own 1009, while the app has the socket open: a message too big.
+        oversized = (
+            closing
+            and event.code == CloseReason.MESSAGE_TOO_BIG
+            and self.state is ASGIWebsocketState.CONNECTED
+            and self.connection.state is ConnectionState.OPEN
+        )
         await send_wsproto_event(self, event)
+        if oversized:
+            limit = self.config.websocket_max_message_size
+            self.trio_boca_client_close = (1009, f"message over {limit} bytes", True)
+            # As hypercorn ends a connection after the client's close frame.
+            await self.send(StreamClosed(stream_id=self.stream_id))
 
     async def _handle(self: Any, event: Any) -> None:
         await handle(self, event)
@@ -117,7 +144,8 @@ def _patch() -> None:
             async def app_put(message: Any) -> None:
                 close = getattr(self, "trio_boca_client_close", None)
                 if message["type"] == "websocket.disconnect" and close is not None:
-                    message = {**message, "code": close[0], "reason": close[1]}
+                    code, reason, by_server = close
+                    message = {**message, "code": code, "reason": reason, SERVER_CLOSED: by_server}
                 await put(message)
 
             self.app_put = app_put
@@ -136,3 +164,64 @@ def _patch() -> None:
     WSStream._send_wsproto_event = _send_wsproto_event  # type: ignore[method-assign]
     WSStream.handle = _handle  # type: ignore[method-assign]
     TCPServer.run = _run  # type: ignore[method-assign]
+
+
+class TrustedProxies:
+    """hypercorn's `ProxyFixMiddleware`, for trusted peers only (adaptation 4).
+
+    From a peer whose address is in `trusted` (addresses or networks, or
+    "*" for any), `Forwarded` or else `X-Forwarded-For`, `-Proto` and
+    `-Host` set the client address, the scheme and the host; the last value
+    of each, the one the nearest proxy added, is used. From any other peer
+    those headers are ignored, so nobody can claim another address.
+    """
+
+    def __init__(self, app: Any, trusted: str) -> None:
+        from hypercorn.middleware import ProxyFixMiddleware
+
+        self.app = app
+        self.fixed = ProxyFixMiddleware(_websocket_schemes(app), mode="modern", trusted_hops=1)
+        self.anyone, self.networks = trusted_peers(trusted)
+
+    def trusts(self, scope: Any) -> bool:
+        client = scope.get("client")
+        if self.anyone or not client:
+            return self.anyone
+        try:
+            address = ipaddress.ip_address(client[0])
+        except ValueError:  # not an IP address (a Unix socket, say)
+            return False
+        return any(address in network for network in self.networks)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] in ("http", "websocket") and self.trusts(scope):
+            await self.fixed(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def trusted_peers(
+    text: str,
+) -> tuple[bool, list[ipaddress.IPv4Network | ipaddress.IPv6Network]]:
+    """Parse "*" or comma-separated addresses and networks; ValueError if malformed."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    networks = []
+    for name in names:
+        if name != "*":
+            try:
+                networks.append(ipaddress.ip_network(name, strict=False))
+            except ValueError:
+                raise ValueError(f"{name!r} is not an IP address or network") from None
+    return "*" in names, networks
+
+
+def _websocket_schemes(app: Any) -> Callable[..., Any]:
+    """`app`, seeing `ws`/`wss` where a forwarded `http`/`https` was written
+    into a WebSocket scope."""
+
+    async def mapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket" and scope.get("scheme") in ("http", "https"):
+            scope = {**scope, "scheme": "wss" if scope["scheme"] == "https" else "ws"}
+        await app(scope, receive, send)
+
+    return mapped

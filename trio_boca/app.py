@@ -12,11 +12,14 @@ import trio
 
 from ._connection import Connection, Limits, Receive, Send
 from ._messages import MESSAGE_TYPES, MessageType
+from .guards import Check, Guard, OriginPolicy
 from .http import ClientDisconnected, HTTPError, Request, Response, plain
 from .routing import Router
 from .websockets import DEFAULT_CAUGHT_CLOSE_CODES
 
 if TYPE_CHECKING:
+    from types import EllipsisType
+
     from .server import Address
 
 logger = logging.getLogger("trio_boca")
@@ -24,6 +27,7 @@ logger = logging.getLogger("trio_boca")
 Scope = MutableMapping[str, Any]
 View = TypeVar("View", bound=Callable[..., Awaitable[None]])
 Hook = TypeVar("Hook", bound=Callable[[], Awaitable[None]])
+C = TypeVar("C", bound=Check)
 
 #: Scope extension a test client sets to have view exceptions re-raised to it
 #: (after they are logged and the client got 1011 or 500). Real servers never
@@ -38,6 +42,10 @@ class WebSocketRoute:
     receive_type: MessageType
     send_type: MessageType
     caught_close_codes: frozenset[int]
+    #: The route's own origin policy; None: the app's.
+    origins: OriginPolicy | None
+    #: The route's checks, run after the app's.
+    checks: tuple[Check, ...]
 
 
 @dataclass
@@ -56,13 +64,18 @@ class App:
     """A trio_boca application: a plain ASGI 3 callable.
 
     The keyword arguments bound what one request or WebSocket connection may
-    hold and how long its edges may take; the defaults suit most servers. See
-    "Backpressure and limits" in the docs.
+    hold and how long its edges may take (see "Backpressure and limits" in the
+    docs), and who may open a WebSocket (see "Security"): by default only
+    pages of the app's own origin, with no limit on the number of
+    connections. The defaults suit most servers.
     """
 
     def __init__(
         self,
         *,
+        allowed_origins: Iterable[str] | None = None,
+        max_connections: int | None = None,
+        max_connections_per_client: int | None = None,
         max_body_size: int = 1 << 20,
         inbox_messages: int = Limits.inbox_messages,
         inbox_bytes: int = Limits.inbox_bytes,
@@ -76,6 +89,9 @@ class App:
         self.limits = Limits(
             inbox_messages, inbox_bytes, stall_timeout, disconnect_grace, close_timeout
         )
+        #: The origin policy and connection limits every WebSocket handshake passes.
+        self.guard = Guard(allowed_origins, max_connections, max_connections_per_client)
+        self._checks: list[Check] = []
         self.http_routes: Router[HTTPRoute] = Router("HTTP")
         self.websocket_routes: Router[WebSocketRoute] = Router("WebSocket")
         self._hooks: dict[str, list[Callable[[], Awaitable[None]]]] = {
@@ -121,6 +137,8 @@ class App:
         receive_type: MessageType | None = None,
         send_type: MessageType | None = None,
         caught_close_codes: Iterable[int] | None = None,
+        allowed_origins: Iterable[str] | EllipsisType | None = ...,
+        checks: Iterable[Check] = (),
     ) -> Callable[[View], View]:
         """Declare a WebSocket view `async def view(ws, **params)` for `pattern`.
 
@@ -128,6 +146,10 @@ class App:
         them); each defaults to `"text"`. `caught_close_codes` are the client
         close codes that end a view quietly; the default is
         `DEFAULT_CAUGHT_CLOSE_CODES` (1000, 1001, 1005, 1006).
+        `allowed_origins`, when given, replaces the app's origin policy for
+        this route (`None`: the same origin only). `checks` run before the
+        handshake is accepted, after the app's (see `websocket_check`).
+        Raises ValueError for an unknown message type or a malformed origin.
         """
         for name, kind in (
             ("value_type", value_type),
@@ -137,6 +159,10 @@ class App:
             if kind is not None and kind not in MESSAGE_TYPES:
                 raise ValueError(f"{name}={kind!r} is not a message type (one of {MESSAGE_TYPES})")
         codes = DEFAULT_CAUGHT_CLOSE_CODES if caught_close_codes is None else caught_close_codes
+        origins = None if allowed_origins is ... else OriginPolicy(allowed_origins)
+        route_checks = tuple(checks)
+        for check in route_checks:
+            _require_async("WebSocket check", check)
 
         def register(view: View) -> View:
             _require_async("WebSocket view", view)
@@ -146,11 +172,27 @@ class App:
                 value_type or receive_type or "text",
                 value_type or send_type or "text",
                 frozenset(codes),
+                origins,
+                route_checks,
             )
             self.websocket_routes.add(pattern, route)
             return view
 
         return register
+
+    def websocket_check(self, check: C) -> C:
+        """Declare `async def check(ws)`, run for every WebSocket route before accept.
+
+        Checks run in declaration order, after the origin check and the
+        connection limits and before the route's own `checks`; the first to
+        refuse with `await ws.reject(status, body=...)` ends the handshake,
+        and the view never runs. A check that raises answers 500, logged as
+        a view's failure would be. A check must not accept: that is the
+        view's to do (or the route's, with `auto_accept`).
+        """
+        _require_async("WebSocket check", check)
+        self._checks.append(check)
+        return check
 
     def on(self, event: Literal["startup", "shutdown"]) -> Callable[[Hook], Hook]:
         """Run an async hook at startup or at shutdown, in declaration order."""
@@ -183,17 +225,29 @@ class App:
         port: int = 8000,
         *,
         shutdown_timeout: float = 5.0,
+        max_message_size: int | None = None,
+        proxy_headers: bool = False,
+        forwarded_allow_ips: str = "127.0.0.1,::1",
         task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve the app with hypercorn inside the caller's Trio program.
 
         `await nursery.start(app.serve, "127.0.0.1", 0)` returns the bound
         `Address` once the server listens. Cancelling the caller stops it
-        gracefully: see `trio_boca.server.serve`.
+        gracefully. The other arguments are `trio_boca.server.serve`'s.
         """
         from .server import serve
 
-        await serve(self, host, port, shutdown_timeout=shutdown_timeout, task_status=task_status)
+        await serve(
+            self,
+            host,
+            port,
+            shutdown_timeout=shutdown_timeout,
+            max_message_size=max_message_size,
+            proxy_headers=proxy_headers,
+            forwarded_allow_ips=forwarded_allow_ips,
+            task_status=task_status,
+        )
 
     # -- ASGI --------------------------------------------------------------------
 
@@ -252,16 +306,28 @@ class App:
             return
         route, params = found
         scope["path_params"] = params
-        connection = Connection(
-            scope,
-            receive,
-            send,
-            self.limits,
-            receive_type=route.receive_type,
-            send_type=route.send_type,
-            caught_close_codes=route.caught_close_codes,
-        )
-        failure = await connection.run(route.view, params, auto_accept=route.auto_accept)
+        refusal = self.guard.admit(scope, route.origins)
+        if refusal is not None:
+            await Connection(scope, receive, send, self.limits).run(refusal, {}, auto_accept=False)
+            return
+        try:
+            connection = Connection(
+                scope,
+                receive,
+                send,
+                self.limits,
+                receive_type=route.receive_type,
+                send_type=route.send_type,
+                caught_close_codes=route.caught_close_codes,
+            )
+            failure = await connection.run(
+                route.view,
+                params,
+                auto_accept=route.auto_accept,
+                checks=(*self._checks, *route.checks),
+            )
+        finally:
+            self.guard.release(scope)
         if failure is not None and scope.get("extensions", {}).get(RAISE_EXCEPTIONS):
             raise failure
 

@@ -25,6 +25,7 @@ from typing import Any
 import trio
 
 from ._errors import plain_errors
+from ._hypercorn import trusted_peers
 from .server import StartupFailed, make_config, serve
 
 EXIT_USAGE = 2
@@ -71,6 +72,24 @@ def parser() -> argparse.ArgumentParser:
         default=5.0,
         help="seconds a stop may take before open connections are cut (default 5)",
     )
+    run.add_argument(
+        "--max-message-size",
+        type=int,
+        help="largest WebSocket message, in bytes; bigger ones close with 1009 (default 16 MiB)",
+    )
+    run.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="take the client address, scheme and host from Forwarded / X-Forwarded-* "
+        "headers sent by a trusted proxy",
+    )
+    run.add_argument(
+        "--forwarded-allow-ips",
+        default="127.0.0.1,::1",
+        metavar="IPS",
+        help="with --proxy-headers: the proxies to trust, as comma-separated addresses or "
+        "networks, or * (default 127.0.0.1,::1)",
+    )
     run.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     return main
 
@@ -81,6 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if options.workers < 1:
             raise UsageError("--workers must be at least 1")
+        if options.max_message_size is not None and options.max_message_size < 1:
+            raise UsageError("--max-message-size must be at least 1 byte")
+        try:
+            trusted_peers(options.forwarded_allow_ips)
+        except ValueError as exc:
+            raise UsageError(f"--forwarded-allow-ips: {exc}") from None
         app = load_app(options.app)
         if options.workers == 1 and not options.reload:
             return _run(_serve, app, options)
@@ -115,6 +140,9 @@ async def _serve(app: Any, options: argparse.Namespace) -> int:
                 lambda task_status: serve(
                     app,
                     shutdown_timeout=options.shutdown_timeout,
+                    max_message_size=options.max_message_size,
+                    proxy_headers=options.proxy_headers,
+                    forwarded_allow_ips=options.forwarded_allow_ips,
                     config=config,
                     task_status=task_status,
                 )
@@ -153,6 +181,11 @@ async def _supervise(options: argparse.Namespace) -> int:
             str(listener.fileno()),
         ]
         command += ["--shutdown-timeout", str(options.shutdown_timeout)]
+        command += ["--forwarded-allow-ips", options.forwarded_allow_ips]
+        if options.proxy_headers:
+            command.append("--proxy-headers")
+        if options.max_message_size is not None:
+            command += ["--max-message-size", str(options.max_message_size)]
         with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
             while True:
                 reason = await _run_workers(command, listener.fileno(), options, signals)

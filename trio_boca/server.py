@@ -84,21 +84,35 @@ async def serve(
     port: int = 8000,
     *,
     shutdown_timeout: float = 5.0,
+    max_message_size: int | None = None,
+    proxy_headers: bool = False,
+    forwarded_allow_ips: str = "127.0.0.1,::1",
     config: Config | None = None,
     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` until cancelled, then stop gracefully (see the module docs).
 
-    `config` replaces the hypercorn configuration built from `host`, `port`
-    and `shutdown_timeout`. Raises `StartupFailed` if the app's startup hooks
-    fail, and `OSError` if the address cannot be bound.
+    `max_message_size` bounds one WebSocket message, in bytes (hypercorn's
+    `websocket_max_message_size`, 16 MiB unless set): a bigger one closes
+    its connection with 1009. With `proxy_headers`, `Forwarded` or
+    `X-Forwarded-For`/`-Proto`/`-Host` from the peers in
+    `forwarded_allow_ips` (addresses or networks, comma-separated, or "*")
+    set the client address, the scheme and the host; from other peers they
+    are ignored. `config` replaces the hypercorn configuration built from
+    `host`, `port` and `shutdown_timeout`. Raises `StartupFailed` if the
+    app's startup hooks fail, and `OSError` if the address cannot be bound.
     """
     config = config or make_config(host, port, shutdown_timeout)
+    if max_message_size is not None:
+        if max_message_size < 1:
+            raise ValueError("max_message_size must be at least 1 byte")
+        config.websocket_max_message_size = max_message_size
+    served = _hypercorn.TrustedProxies(app, forwarded_allow_ips) if proxy_headers else app
     stopping = trio.Event()
     try:
         async with trio.open_nursery() as nursery:
             try:
-                address = await nursery.start(_run, app, config, stopping, shutdown_timeout)
+                address = await nursery.start(_run, app, served, config, stopping, shutdown_timeout)
                 task_status.started(address)
                 await trio.sleep_forever()
             finally:
@@ -109,6 +123,7 @@ async def serve(
 
 async def _run(
     app: Any,
+    served: Any,
     config: Config,
     stopping: trio.Event,
     shutdown_timeout: float,
@@ -134,7 +149,7 @@ async def _run(
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(stop_when_asked)
                 async with trio.open_nursery() as server:
-                    run = partial(hypercorn_serve, app, config, shutdown_trigger=stopping.wait)
+                    run = partial(hypercorn_serve, served, config, shutdown_trigger=stopping.wait)
                     bound: list[str] = await server.start(run)
                     if getattr(app, "startup_failed", False):
                         # hypercorn binds even when startup failed (it only waits
