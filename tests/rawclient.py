@@ -12,7 +12,24 @@ import os
 
 import trio
 from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection, CloseConnection, Event, Message, Request, TextMessage
+from wsproto.events import (
+    AcceptConnection,
+    CloseConnection,
+    Event,
+    Message,
+    RejectConnection,
+    Request,
+    TextMessage,
+)
+
+
+class Rejected(Exception):
+    """The server answered the handshake with an HTTP status instead."""
+
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.headers = headers
 
 
 class RawClient:
@@ -21,15 +38,34 @@ class RawClient:
         self.ws = ws
 
     @classmethod
-    async def connect(cls, port: int, path: str) -> RawClient:
-        stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async def connect(
+        cls,
+        port: int,
+        path: str,
+        *,
+        local_address: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> RawClient:
+        """Open a WebSocket from `local_address` (another loopback address is
+        another client); raises `Rejected` if the handshake is refused."""
+        stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=local_address)
         ws = WSConnection(ConnectionType.CLIENT)
-        await stream.send_all(ws.send(Request(host=f"127.0.0.1:{port}", target=path)))
+        extra = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
+        request = Request(host=f"127.0.0.1:{port}", target=path, extra_headers=extra)
+        await stream.send_all(ws.send(request))
         while True:
-            ws.receive_data(await stream.receive_some(65536))
+            data = await stream.receive_some(65536)
+            if not data:
+                await stream.aclose()
+                raise EOFError("the server closed during the handshake")
+            ws.receive_data(data)
             for event in ws.events():
                 if isinstance(event, AcceptConnection):
                     return cls(stream, ws)
+                await stream.aclose()
+                if isinstance(event, RejectConnection):
+                    names = {k.decode().lower(): v.decode() for k, v in event.headers}
+                    raise Rejected(event.status_code, names)
                 raise AssertionError(f"handshake failed: {event!r}")
 
     async def send(self, text: str) -> None:

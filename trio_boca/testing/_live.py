@@ -28,9 +28,10 @@ class LiveServer(Running):
 
     By default the app runs as `app.serve()` runs it in production
     (`trio_boca.server.serve`: hypercorn's Trio worker with trio_boca's
-    adaptations). `plain=True` runs bare `hypercorn.trio.serve`, as
-    `hypercorn --worker-class trio app:app` would. Extra keyword arguments
-    set hypercorn `Config` attributes.
+    adaptations), and `max_message_size`, `proxy_headers` and
+    `forwarded_allow_ips` are `serve()`'s. `plain=True` runs bare
+    `hypercorn.trio.serve`, as `hypercorn --worker-class trio app:app`
+    would. Extra keyword arguments set hypercorn `Config` attributes.
 
     WebSocket sessions are real trio-websocket clients (install
     `trio_boca[testing]`) with the same API as the in-process TestClient's.
@@ -43,12 +44,24 @@ class LiveServer(Running):
         host: str = "127.0.0.1",
         plain: bool = False,
         shutdown_timeout: float = 1.0,
+        max_message_size: int | None = None,
+        proxy_headers: bool = False,
+        forwarded_allow_ips: str = "127.0.0.1,::1",
         **config: Any,
     ) -> None:
+        if plain and proxy_headers:
+            raise ValueError("proxy_headers is trio_boca's serve(); plain hypercorn has none")
         self.app = app
         self.plain = plain
         self.shutdown_timeout = shutdown_timeout
+        self.serve_options: dict[str, Any] = {
+            "max_message_size": max_message_size,
+            "proxy_headers": proxy_headers,
+            "forwarded_allow_ips": forwarded_allow_ips,
+        }
         self.config = make_config(host, 0, shutdown_timeout, **config)
+        if plain and max_message_size is not None:
+            self.config.websocket_max_message_size = max_message_size
         self.host = host
         self.port = 0
 
@@ -71,7 +84,11 @@ class LiveServer(Running):
                     stop.set()
             else:
                 run = partial(
-                    serve, self.app, config=self.config, shutdown_timeout=self.shutdown_timeout
+                    serve,
+                    self.app,
+                    config=self.config,
+                    shutdown_timeout=self.shutdown_timeout,
+                    **self.serve_options,
                 )
                 address: Address = await nursery.start(run)
                 self.port = address.port
