@@ -68,9 +68,9 @@ def say(driver: Any, text: str) -> None:
     driver.find_element(By.ID, "text").send_keys(text + Keys.ENTER)
 
 
-async def start_chat(port: int) -> trio.Process:
+async def start_chat(port: int, app: str = "examples.chat.app:app") -> trio.Process:
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trio_boca", "run", "examples.chat.app:app", "--port", str(port)],
+        [sys.executable, "-m", "trio_boca", "run", app, "--port", str(port)],
         stdout=subprocess.PIPE,
     )
     assert process.stdout is not None
@@ -120,4 +120,25 @@ async def test_two_windows_talk_and_reconnect_after_the_server_restarts() -> Non
                 await run(alice.save_screenshot, str(tempfile.gettempdir()) + "/chat.png")
         finally:
             if server.returncode is None:
+                await stop_chat(server)
+
+
+@pytest.mark.usefixtures("chromium")
+async def test_a_page_from_another_origin_cannot_open_a_websocket() -> None:
+    """Cross-site WebSocket hijacking, tried for real: a page served from
+    127.0.0.1:A opens a WebSocket to the app on 127.0.0.1:B, and the browser
+    sends its Origin. Refused; the same page from the app's own origin talks."""
+    elsewhere, app = free_port(), free_port()
+    target = f"ws://127.0.0.1:{app}/echo"
+    run = trio.to_thread.run_sync
+    with trio.fail_after(TIMEOUT * 4):
+        servers = [await start_chat(port, "tests.cli_apps:pages") for port in (elsewhere, app)]
+        try:
+            with browser() as driver:
+                await run(driver.get, f"http://127.0.0.1:{elsewhere}/?ws={target}")
+                await run(wait_for_text, driver, "status", "refused")
+                await run(driver.get, f"http://127.0.0.1:{app}/?ws={target}")
+                await run(wait_for_text, driver, "status", "echo: hello")
+        finally:
+            for server in servers:
                 await stop_chat(server)

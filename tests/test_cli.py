@@ -109,6 +109,47 @@ def test_a_bad_target_is_one_clear_line(target: str, message: str) -> None:
     assert line.startswith(f"trio-boca: {message}")
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (
+            ["--forwarded-allow-ips", "10.0.0.0/8,nonsense"],
+            "--forwarded-allow-ips: 'nonsense' is not an IP address or network",
+        ),
+        (["--max-message-size", "0"], "--max-message-size must be at least 1 byte"),
+    ],
+)
+def test_a_bad_option_is_one_clear_line(option: list[str], message: str) -> None:
+    result = subprocess.run(
+        [*CLI, "run", "tests.cli_apps:app", *option],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"trio-boca: {message}"]
+
+
+async def test_workers_get_the_message_size_and_proxy_options() -> None:
+    with trio.fail_after(TIMEOUT):
+        server = await start(
+            "tests.cli_apps:app", "--workers", "2", "--max-message-size", "100", "--proxy-headers"
+        )
+        async with httpx.AsyncClient() as http:
+            for _ in range(4):  # whichever worker answers
+                response = await http.get(
+                    server.url + "/client", headers={"x-forwarded-for": "203.0.113.7"}
+                )
+                assert response.text == "203.0.113.7"
+        async with connect_websocket(server.ws_url + "/wait") as ws:
+            assert await ws.receive() == "ready"
+            await ws.send("x" * 200)
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await ws.receive()
+        assert closed.value.code == 1009
+        assert await server.stop() == 0
+
+
 def test_a_failing_startup_shows_the_error_once_and_exits_1() -> None:
     result = subprocess.run(
         [*CLI, "run", "tests.cli_apps:broken", "--port", "0"],
