@@ -106,3 +106,34 @@ async def test_embedded_server_runs_beside_the_rest_of_the_program() -> None:
             async with connect_websocket(url) as ws:
                 assert (await ws.receive_json())["latest"] > first
             nursery.cancel_scope.cancel()
+
+
+async def test_cookie_auth_refuses_a_socket_without_a_session(serve: Transport) -> None:
+    from examples.cookie_auth import app, sessions
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as server:
+            anonymous = await refused(server, "/ws")
+            assert (anonymous.status, anonymous.body) == (401, b"sign in first: /login?name=...")
+            forged = await refused(server, "/ws", headers={"cookie": "session=guessed"})
+            assert forged.status == 401
+            hostile = await refused(server, "/ws", headers={"origin": "https://evil.test"})
+            assert hostile.status == 403
+    sessions.clear()
+
+
+async def test_cookie_auth_signs_in_and_talks() -> None:
+    from examples.cookie_auth import app, sessions
+    from trio_boca.testing import TestClient
+
+    with trio.fail_after(TIMEOUT):
+        async with TestClient(app) as client:
+            assert (await client.get("/login")).status_code == 400
+            signed = await client.get("/login?name=ada")
+            assert signed.text == "signed in as ada"
+            cookie = signed.headers["set-cookie"].split(";", 1)[0]
+            assert "HttpOnly" in signed.headers["set-cookie"]
+            async with client.websocket("/ws", headers={"cookie": cookie}) as ws:
+                await ws.send("hello")
+                assert await ws.receive() == "ada: hello"
+    sessions.clear()
