@@ -45,13 +45,15 @@ class RawClient:
         *,
         local_address: str | None = None,
         headers: dict[str, str] | None = None,
+        host: str | None = None,
     ) -> RawClient:
         """Open a WebSocket from `local_address` (another loopback address is
-        another client); raises `Rejected` if the handshake is refused."""
+        another client), with extra `headers` (values sent as latin-1, so any
+        byte can be sent) and any `Host`; raises `Rejected` if it is refused."""
         stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=local_address)
         ws = WSConnection(ConnectionType.CLIENT)
-        extra = [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-        request = Request(host=f"127.0.0.1:{port}", target=path, extra_headers=extra)
+        extra = [(k.encode(), v.encode("latin-1")) for k, v in (headers or {}).items()]
+        request = Request(host=host or f"127.0.0.1:{port}", target=path, extra_headers=extra)
         await stream.send_all(ws.send(request))
         while True:
             data = await stream.receive_some(65536)

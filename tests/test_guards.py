@@ -405,10 +405,12 @@ async def test_proxy_headers_from_a_trusted_peer_only() -> None:
             port = server.port
             trusted = await whoami(port, "127.0.0.1", FORWARDED)
             assert trusted == [["203.0.113.7", 0], "wss", "app.example.com"]
-            modern = await whoami(
-                port, "127.0.0.1", {"forwarded": "for=192.0.2.60;proto=https;host=app.example.com"}
-            )
-            assert modern == [["192.0.2.60", 0], "wss", "app.example.com"]
+            # The proxy writes X-Forwarded-*: a Forwarded header the client
+            # wrote, which the proxy passed on, is not believed.
+            injected = {**FORWARDED, "forwarded": "for=198.51.100.66;proto=http"}
+            assert await whoami(port, "127.0.0.1", injected) == trusted
+            shouting = {**FORWARDED, "x-forwarded-proto": "HTTPS"}
+            assert await whoami(port, "127.0.0.1", shouting) == trusted
             async with httpx.AsyncClient() as http:
                 response = await http.get(f"{server.url}/whoami", headers=FORWARDED)
             assert response.json() == [["203.0.113.7", 0], "https", "app.example.com"]
@@ -421,6 +423,28 @@ async def test_proxy_headers_from_a_trusted_peer_only() -> None:
             untrusted = await whoami(port, "127.0.0.2", plain)
             assert untrusted[0][0] == "127.0.0.2"
             assert untrusted[1:] == ["ws", f"127.0.0.1:{port}"]
+
+
+async def test_the_forwarded_header_when_the_proxy_writes_that_one() -> None:
+    app = whoami_app()
+    modern = {
+        "forwarded": 'for="198.51.100.7:4711";proto=https;host=app.example.com',
+        "x-forwarded-for": "203.0.113.66",  # not this family: the client's
+        "origin": "https://app.example.com",
+    }
+    ipv6 = {"forwarded": 'for="[2001:db8::1]:4711";proto=https', "origin": "https://x.test"}
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(app, proxy_headers="forwarded") as server:
+            # The client's address, without the quotes and port RFC 7239 allows.
+            assert await whoami(server.port, "127.0.0.1", modern) == [
+                ["198.51.100.7", 0],
+                "wss",
+                "app.example.com",
+            ]
+            with pytest.raises(Rejected):  # another origin, checked against the forwarded host
+                await whoami(server.port, "127.0.0.1", ipv6)
+            plain = {k: v for k, v in ipv6.items() if k != "origin"}
+            assert (await whoami(server.port, "127.0.0.1", plain))[0] == ["2001:db8::1", 0]
 
 
 async def test_without_proxy_headers_forwarded_headers_are_ignored() -> None:
@@ -500,4 +524,140 @@ async def test_an_oversized_message_closes_that_connection_with_1009(
             while stuck_sockets(server.port) or process.num_fds() > fds:  # noqa: ASYNC110
                 await trio.sleep(0.01)
     [warning] = records(caplog, logging.WARNING)
-    assert "1009" in warning.getMessage() and "message over 1000 bytes" in warning.getMessage()
+    assert "1009" in warning.getMessage() and "message over max_message_size (1000)" in (
+        warning.getMessage()
+    )
+
+
+# -- hostile handshakes ---------------------------------------------------------------
+
+
+def masked_text_frame(text: bytes) -> bytes:
+    return bytes([0x81, 0x80 | len(text)]) + b"\x00" * 4 + text  # a zero mask
+
+
+async def test_a_frame_before_the_handshake_is_answered_stops_nothing_and_leaks_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One TCP packet, a handshake and a frame, took hypercorn's whole server
+    down (its 400 raced the app's accept); a frame sent while a check was
+    running left the connection, its view and its slot open for ever."""
+    app = echo_app(max_connections_per_client=2)
+
+    async def slowly(ws: WebSocket) -> None:
+        await trio.sleep(0.3)
+
+    @app.websocket_route("/slow", checks=[slowly])
+    async def slow(ws: WebSocket) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    def handshake(port: int, path: str) -> bytes:
+        return (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+
+    async def early(port: int, path: str, pause: float) -> bytes:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(handshake(port, path) + (b"" if pause else masked_text_frame(b"hi")))
+        if pause:
+            await trio.sleep(pause)
+            await stream.send_all(masked_text_frame(b"hi"))
+        answer = b""
+        with trio.move_on_after(1):
+            while chunk := await stream.receive_some(4096):
+                answer += chunk
+        await stream.aclose()
+        return answer.split(b"\r\n", 1)[0]
+
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(app) as server:
+            for _ in range(20):
+                await early(server.port, "/echo", 0)
+            assert await early(server.port, "/slow", 0.1) == b"HTTP/1.1 400 "
+            with trio.fail_after(2):
+                while app.guard.census.open:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            async with server.websocket("/echo") as client:  # still serving
+                await client.send("alive")
+                assert await client.receive() == "alive"
+    assert records(caplog, logging.ERROR) == []
+
+
+async def test_a_malformed_host_is_refused_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(echo_app()) as server:
+            for host in ("[", "[::1", "evil]", "[not-ipv6]", "a:b:c"):
+                with pytest.raises(Rejected) as refused_:
+                    await RawClient.connect(
+                        server.port, "/echo", host=host, headers={"origin": "http://a.test"}
+                    )
+                assert refused_.value.status in (400, 403)
+    assert records(caplog, logging.ERROR) == []
+
+
+async def test_cookies_that_are_not_utf8_are_repaired_not_an_error() -> None:
+    app = App()
+
+    @app.websocket_route("/cookies")
+    async def ws_cookies(ws: WebSocket) -> None:
+        await ws.send(json.dumps(ws.cookies))
+
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(app) as server:
+            client = await RawClient.connect(
+                server.port, "/cookies", headers={"cookie": "session=good; pref=caf\xe9"}
+            )
+            assert json.loads(await client.receive_text()) == {
+                "session": "good",
+                "pref": "caf\ufffd",
+            }
+            await client.abort()
+
+
+async def test_paths_with_control_characters_neither_route_nor_forge_log_lines(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with TestClient(echo_app()) as client:
+            assert (await refused(client, "/echo\n")).status == 404
+            await refused(client, "/echo\nINFO trio_boca: forged", headers={"origin": "http://x"})
+    assert all("\n" not in record.getMessage() for record in caplog.records)
+
+
+def test_allowed_origins_are_written_as_browsers_write_them() -> None:
+    policy = App(allowed_origins=["http://[0:0::1]:8000", "HTTPS://Example.COM:443"]).guard.origins
+    assert policy.origins == frozenset({"http://[::1]:8000", "https://example.com"})
+    with pytest.raises(ValueError, match="punycode"):
+        App(allowed_origins=["https://bücher.example"])
+
+
+async def test_an_error_inside_hypercorn_closes_that_connection_only(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever hypercorn raises while serving one connection is logged and
+    that connection closed; before, it took the whole server down."""
+    from hypercorn.protocol.h11 import H11Protocol
+
+    handle = H11Protocol.handle
+
+    async def failing(self: Any, event: Any) -> None:
+        if b"boom" in getattr(event, "data", b""):
+            raise RuntimeError("a bug inside hypercorn")
+        await handle(self, event)
+
+    monkeypatch.setattr(H11Protocol, "handle", failing)
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(echo_app()) as server:
+            for _ in range(3):
+                stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+                await stream.send_all(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
+                assert await stream.receive_some(100) == b""  # closed
+                await stream.aclose()
+            async with server.websocket("/echo") as client:
+                await client.send("still serving")
+                assert await client.receive() == "still serving"
+    [failure] = records(caplog, logging.ERROR)  # three failures, one line a second
+    assert failure.getMessage() == "hypercorn failed on a connection; closed it"

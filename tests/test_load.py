@@ -155,7 +155,7 @@ async def test_a_storm_of_connections_under_serve(caplog: pytest.LogCaptureFixtu
         assert seen[kind] == [code] * (STORM // len(kinds)), kind
     errors = records(caplog, logging.ERROR)
     assert {r.getMessage() for r in errors} == {
-        "WebSocket view for /storm/raises failed; closed with 1011"
+        "WebSocket view for '/storm/raises' failed; closed with 1011"
     }
     assert len(errors) == STORM // len(kinds)
     print(f"{STORM} connections in {took:.1f} s")

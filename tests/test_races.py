@@ -314,7 +314,7 @@ def test_a_closed_connection_releases_a_full_server_queue() -> None:
     unexpected = [
         (t, what)
         for t, what in failures
-        if what != "logged at ERROR: ['WebSocket view for /raises failed; closed with 1011']"
+        if what != "logged at ERROR: [\"WebSocket view for '/raises' failed; closed with 1011\"]"
     ]
     assert unexpected == []
     assert len(failures) == len(timings)

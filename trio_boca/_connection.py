@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import trio
 
-from ._errors import leaves, sole_error
+from ._errors import leaves, sole_error, split_errors
 from ._hypercorn import SERVER_CLOSED
 from ._messages import Message
 from .guards import Check
@@ -245,7 +245,7 @@ class Connection:
         await self._drain()
         if outcome is None:
             return None
-        _, unlogged = _split(outcome)
+        _, unlogged = split_errors(outcome)
         if unlogged is not None:
             raise unlogged  # cancellation from outside, KeyboardInterrupt, SystemExit
         return (sole_error(outcome) or outcome) if self.end.end is End.FAILED else None
@@ -303,12 +303,12 @@ class Connection:
             done = "closed by the view"
         path = self.ws.scope["path"]
         if ending.end is End.FAILED:
-            logger.error("WebSocket view for %s failed; %s", path, done, exc_info=outcome)
+            logger.error("WebSocket view for %r failed; %s", path, done, exc_info=outcome)
         elif ending.end is End.CLIENT_LEFT:
             caught = ending.code in self.ws.caught_close_codes
             logger.log(
                 logging.DEBUG if caught else logging.WARNING,
-                "WebSocket %s: the client left with %d%s",
+                "WebSocket %r: the client left with %d%s",
                 path,
                 ending.code,
                 f" ({ending.reason})" if ending.reason else "",
@@ -316,7 +316,7 @@ class Connection:
         elif closing.level:
             why = reason or ending.end.value
             detail = f": {ending.reason}" if ending.reason and ending.reason != why else ""
-            logger.log(closing.level, "WebSocket %s %s (%s)%s", path, done, why, detail)
+            logger.log(closing.level, "WebSocket %r %s (%s)%s", path, done, why, detail)
 
     async def _drain(self) -> None:
         """Read the server until it reports the disconnect, dropping what arrives.
@@ -498,10 +498,3 @@ def _ours_unwrapped(exc: BaseException) -> BaseException:
     if isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         return exc.exceptions[0]
     return exc
-
-
-def _split(exc: BaseException) -> tuple[BaseException | None, BaseException | None]:
-    """`exc` split into what was logged (plain errors) and what must travel on."""
-    if isinstance(exc, BaseExceptionGroup):
-        return exc.split(Exception)
-    return (exc, None) if isinstance(exc, Exception) else (None, exc)

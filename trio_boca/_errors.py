@@ -30,6 +30,13 @@ def sole_error(exc: BaseException) -> BaseException | None:
     return errors[0] if len(errors) == 1 else None
 
 
+def split_errors(exc: BaseException) -> tuple[BaseException | None, BaseException | None]:
+    """`exc` split into its plain errors and the rest (cancellation, KeyboardInterrupt...)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(Exception)
+    return (exc, None) if isinstance(exc, Exception) else (None, exc)
+
+
 @contextmanager
 def plain_errors() -> Iterator[None]:
     """Re-raise a group holding one real error as that error."""

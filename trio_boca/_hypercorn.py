@@ -21,9 +21,21 @@ What hypercorn 0.18 does not give us, and how we stand in for it:
    reads `Forwarded` and `X-Forwarded-*` from *any* peer, so a client that
    reaches the app directly could claim any address; and it writes
    `http`/`https` into WebSocket scopes, where ASGI says `ws`/`wss`. We
-   apply it to trusted peers only, with the WebSocket scheme mapped.
+   apply it to trusted peers only, reading the one family of headers the
+   proxy writes (the other could come from the client), with the client's
+   host stripped of quotes and port, and the WebSocket scheme mapped.
+5. **Frames before the handshake is answered.** hypercorn answers them with
+   400 and only then marks the stream closed: an accept from the app in
+   between makes h11 fail, and the error takes the whole server down (one
+   TCP packet from any client did). And it never tells the app, whose
+   connection then waits for ever. We mark the stream closed first, so the
+   app's accept is dropped, hand the app a disconnect (1002, the server's),
+   and end the connection after the 400.
+6. **A connection's failure stays with that connection.** Any other error
+   hypercorn raises while serving one connection is logged (at most once a
+   second) and that connection closed; the server goes on.
 
-The first three act only in tasks started inside `adapted()`, which only
+Adaptations 1 to 3, 5 and 6 act only in tasks started inside `adapted()`, which only
 trio_boca's own entry points enter (a ContextVar marks them): an app served
 by plain `hypercorn app:app`, even in the same process, sees hypercorn
 unchanged. They are installed only on the hypercorn versions they were
@@ -35,13 +47,17 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from importlib.metadata import version
-from typing import Any
+from typing import Any, Literal
 
 import trio
+
+from ._errors import split_errors
 
 logger = logging.getLogger("trio_boca")
 
@@ -105,7 +121,7 @@ def install() -> bool:
 
 
 def _patch() -> None:
-    from hypercorn.protocol.events import Request, StreamClosed
+    from hypercorn.protocol.events import Body, Data, Request, StreamClosed
     from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
     from hypercorn.trio.tcp_server import TCPServer
     from wsproto.connection import ConnectionState
@@ -132,11 +148,21 @@ def _patch() -> None:
         await send_wsproto_event(self, event)
         if oversized:
             limit = self.config.websocket_max_message_size
-            self.trio_boca_client_close = (1009, f"message over {limit} bytes", True)
+            reason = f"message over max_message_size ({limit})"
+            self.trio_boca_client_close = (1009, reason, True)
             # As hypercorn ends a connection after the client's close frame.
             await self.send(StreamClosed(stream_id=self.stream_id))
 
     async def _handle(self: Any, event: Any) -> None:
+        early = isinstance(event, (Body, Data)) and not self.closed and not self.handshake.accepted
+        if early and _live.get() is not None:
+            self.closed = True  # before the 400: the app's accept is dropped from now on
+            self.trio_boca_client_close = (1002, "data before the handshake was answered", True)
+            await self._send_error_response(400)
+            if self.app_put is not None:
+                await self.app_put({"type": "websocket.disconnect", "code": 1006})
+            await self.send(StreamClosed(stream_id=self.stream_id))  # and end the connection
+            return
         await handle(self, event)
         if isinstance(event, Request) and self.app_put is not None and _live.get() is not None:
             put = self.app_put
@@ -158,6 +184,13 @@ def _patch() -> None:
         live.streams.add(self.stream)
         try:
             await run(self)
+        except BaseException as exc:
+            failure, rest = split_errors(exc)
+            if failure is not None:
+                _log_connection_failure(failure)
+                await trio.aclose_forcefully(self.stream)
+            if rest is not None:
+                raise rest from None
         finally:
             live.streams.discard(self.stream)
 
@@ -166,21 +199,43 @@ def _patch() -> None:
     TCPServer.run = _run  # type: ignore[method-assign]
 
 
+_last_failure_logged = -math.inf
+
+
+def _log_connection_failure(failure: BaseException) -> None:
+    global _last_failure_logged
+    now = time.monotonic()  # not Trio's clock: each run of it has its own offset
+    if now - _last_failure_logged >= 1:
+        _last_failure_logged = now
+        logger.error("hypercorn failed on a connection; closed it", exc_info=failure)
+
+
+ProxyHeaders = Literal["x-forwarded", "forwarded"]
+
+
 class TrustedProxies:
     """hypercorn's `ProxyFixMiddleware`, for trusted peers only (adaptation 4).
 
     From a peer whose address is in `trusted` (addresses or networks, or
-    "*" for any), `Forwarded` or else `X-Forwarded-For`, `-Proto` and
-    `-Host` set the client address, the scheme and the host; the last value
-    of each, the one the nearest proxy added, is used. From any other peer
-    those headers are ignored, so nobody can claim another address.
+    "*" for any), the headers the proxy writes set the client address, the
+    scheme and the host: `X-Forwarded-For`, `-Proto` and `-Host`, or with
+    `headers="forwarded"` the `Forwarded` header. Only that family is read:
+    a proxy passes the other through, and the client could have written it.
+    Of several values the last, the one the nearest proxy added, is used.
+    From any other peer the headers are ignored, so nobody can claim
+    another address.
     """
 
-    def __init__(self, app: Any, trusted: str) -> None:
+    def __init__(self, app: Any, trusted: str, headers: ProxyHeaders = "x-forwarded") -> None:
         from hypercorn.middleware import ProxyFixMiddleware
 
+        if headers not in ("x-forwarded", "forwarded"):
+            raise ValueError(f"proxy headers are 'x-forwarded' or 'forwarded', not {headers!r}")
         self.app = app
-        self.fixed = ProxyFixMiddleware(_websocket_schemes(app), mode="modern", trusted_hops=1)
+        # hypercorn's "legacy" mode reads X-Forwarded-* only; "modern" reads
+        # Forwarded (and X-Forwarded-* where no Forwarded is present).
+        mode: Literal["legacy", "modern"] = "legacy" if headers == "x-forwarded" else "modern"
+        self.fixed = ProxyFixMiddleware(_forwarded_scope(app), mode=mode, trusted_hops=1)
         self.anyone, self.networks = trusted_peers(trusted)
 
     def trusts(self, scope: Any) -> bool:
@@ -215,13 +270,27 @@ def trusted_peers(
     return "*" in names, networks
 
 
-def _websocket_schemes(app: Any) -> Callable[..., Any]:
-    """`app`, seeing `ws`/`wss` where a forwarded `http`/`https` was written
-    into a WebSocket scope."""
+def _forwarded_scope(app: Any) -> Callable[..., Any]:
+    """`app`, seeing what hypercorn's middleware wrote, made regular: a
+    lowercase scheme, `ws`/`wss` for a WebSocket, and the client's host
+    without the quotes and port `Forwarded: for="198.51.100.7:4711"` carries."""
 
-    async def mapped(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "websocket" and scope.get("scheme") in ("http", "https"):
-            scope = {**scope, "scheme": "wss" if scope["scheme"] == "https" else "ws"}
+    async def regular(scope: Any, receive: Any, send: Any) -> None:
+        scheme = str(scope.get("scheme", "")).lower()
+        if scope["type"] == "websocket":
+            scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
+        client = scope.get("client")
+        host = _client_host(str(client[0])) if client else None
+        scope = {**scope, "scheme": scheme, "client": None if host is None else (host, 0)}
         await app(scope, receive, send)
 
-    return mapped
+    return regular
+
+
+def _client_host(value: str) -> str:
+    value = value.strip().strip('"')
+    if value.startswith("["):  # [2001:db8::1]:4711
+        return value[1:].partition("]")[0]
+    if value.count(":") == 1:  # 198.51.100.7:4711
+        return value.partition(":")[0]
+    return value

@@ -226,7 +226,7 @@ class App:
         *,
         shutdown_timeout: float = 5.0,
         max_message_size: int | None = None,
-        proxy_headers: bool = False,
+        proxy_headers: bool | Literal["x-forwarded", "forwarded"] = False,
         forwarded_allow_ips: str = "127.0.0.1,::1",
         task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -286,7 +286,7 @@ class App:
                     return
                 except Exception as exc:
                     logger.error(
-                        "HTTP view for %s %s failed; answered 500",
+                        "HTTP view for %s %r failed; answered 500",
                         method,
                         scope["path"],
                         exc_info=exc,

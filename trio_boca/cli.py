@@ -79,9 +79,11 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--proxy-headers",
-        action="store_true",
-        help="take the client address, scheme and host from Forwarded / X-Forwarded-* "
-        "headers sent by a trusted proxy",
+        nargs="?",
+        const="x-forwarded",
+        choices=["x-forwarded", "forwarded"],
+        help="take the client address, scheme and host from the X-Forwarded-* headers "
+        "(or, with =forwarded, the Forwarded header) of a trusted proxy",
     )
     run.add_argument(
         "--forwarded-allow-ips",
@@ -141,7 +143,7 @@ async def _serve(app: Any, options: argparse.Namespace) -> int:
                     app,
                     shutdown_timeout=options.shutdown_timeout,
                     max_message_size=options.max_message_size,
-                    proxy_headers=options.proxy_headers,
+                    proxy_headers=options.proxy_headers or False,
                     forwarded_allow_ips=options.forwarded_allow_ips,
                     config=config,
                     task_status=task_status,
@@ -183,7 +185,7 @@ async def _supervise(options: argparse.Namespace) -> int:
         command += ["--shutdown-timeout", str(options.shutdown_timeout)]
         command += ["--forwarded-allow-ips", options.forwarded_allow_ips]
         if options.proxy_headers:
-            command.append("--proxy-headers")
+            command.append(f"--proxy-headers={options.proxy_headers}")
         if options.max_message_size is not None:
             command += ["--max-message-size", str(options.max_message_size)]
         with trio.open_signal_receiver(*STOP_SIGNALS) as signals:

@@ -130,15 +130,17 @@ class ScopeView:
         """The cookies the client sent, by name (the first, if a name repeats).
 
         Parsed by Werkzeug, leniently: a malformed cookie (set by another app
-        on the same domain, say) is skipped, and the others are kept.
+        on the same domain, say) is skipped, and the others are kept. Bytes
+        that are not UTF-8 are replaced with U+FFFD.
         """
         from werkzeug.http import parse_cookie  # on first use: Werkzeug takes ~50 ms to import
 
-        header = "; ".join(
-            bytes(value).decode("latin-1")
-            for name, value in self.scope.get("headers", ())
-            if name == b"cookie"
+        raw = b"; ".join(
+            bytes(value) for name, value in self.scope.get("headers", ()) if name == b"cookie"
         )
+        # Werkzeug takes a WSGI string (UTF-8 bytes read as latin-1), and
+        # raises on bytes that are not UTF-8: repair those first.
+        header = raw.decode("utf-8", "replace").encode().decode("latin-1")
         return dict(parse_cookie(header))
 
     @property

@@ -18,15 +18,15 @@ most once a second per reason, so a flood cannot flood the log.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import trio
 
 if TYPE_CHECKING:
     from .websockets import WebSocket
@@ -124,7 +124,7 @@ class Refusals:
 
     def record(self, reason: str, message: str) -> None:
         self.counts[reason] += 1
-        now = trio.current_time()
+        now = time.monotonic()  # not Trio's clock: this outlives any one Trio run
         if now - self._logged_at.get(reason, -math.inf) < 1:
             self._unlogged[reason] += 1
             return
@@ -170,7 +170,7 @@ class Guard:
             setting = "the route's allowed_origins" if route_origins else "App(allowed_origins=...)"
             self.refusals.record(
                 "origin",
-                f"WebSocket {path}: refused a handshake from origin {origin!r}, which is not "
+                f"WebSocket {path!r}: refused a handshake from origin {origin!r}, which is not "
                 f"allowed ({policy}); add it to {setting} to allow it",
             )
             return Refusal(403, f"origin not allowed: {origin}")
@@ -178,7 +178,7 @@ class Guard:
         if limit is not None:
             self.refusals.record(
                 limit,
-                f"WebSocket {path}: refused a handshake from {_client(scope)}: {limit} reached",
+                f"WebSocket {path!r}: refused a handshake from {_client(scope)!r}: {limit} reached",
             )
             who = "" if limit == "max_connections" else " from this address"
             return Refusal(503, f"too many connections{who}", (("retry-after", str(RETRY_AFTER)),))
@@ -209,7 +209,12 @@ def _normalized(origin: str) -> str:
             f"{origin!r} is not an origin: write scheme, host and port only, "
             "e.g. 'https://app.example.com' or 'http://127.0.0.1:8000'"
         )
-    return _serialized(parts.scheme, parts.hostname, port)
+    if not parts.hostname.isascii():
+        raise ValueError(f"{origin!r}: write the host as browsers send it, in punycode (xn--...)")
+    host = parts.hostname
+    if ":" in host:  # IPv6, as browsers write it: compressed, lowercase
+        host = ipaddress.IPv6Address(host).compressed
+    return _serialized(parts.scheme, host, port)
 
 
 def _serialized(scheme: str, host: str, port: int | None) -> str:
@@ -220,15 +225,15 @@ def _serialized(scheme: str, host: str, port: int | None) -> str:
 
 def _same_origin(scope: Mapping[str, Any]) -> str:
     """The origin of the address the client asked for."""
-    scheme = _HTTP_SCHEMES.get(scope.get("scheme", "ws"), "http")
+    scheme = _HTTP_SCHEMES.get(str(scope.get("scheme", "ws")).lower(), "http")
     host = _header(scope, b"host")
     if host is None:
         server = scope.get("server") or ("", None)
         return _serialized(scheme, str(server[0]), server[1])
-    parts = urlsplit(f"//{host}")
     try:
+        parts = urlsplit(f"//{host}")
         return _serialized(scheme, parts.hostname or "", parts.port)
-    except ValueError:  # a port that is not a number: nothing is its origin
+    except ValueError:  # not a host and port: no origin is that of a malformed Host
         return ""
 
 

@@ -69,12 +69,12 @@ class Pattern:
         rest = pattern[pos:]
         if "{" in rest or "}" in rest:
             raise ValueError(f"route pattern {pattern!r} has an unbalanced brace")
-        self.regex = re.compile(regex + re.escape(rest) + "$")
+        self.regex = re.compile(regex + re.escape(rest))
         # Two patterns with the same shape match exactly the same paths.
         self.shape = shape + rest
 
     def match(self, path: str) -> dict[str, Any] | None:
-        found = self.regex.match(path)
+        found = self.regex.fullmatch(path)  # exactly: `$` would allow a final newline
         if found is None:
             return None
         return {

@@ -85,7 +85,7 @@ async def serve(
     *,
     shutdown_timeout: float = 5.0,
     max_message_size: int | None = None,
-    proxy_headers: bool = False,
+    proxy_headers: bool | _hypercorn.ProxyHeaders = False,
     forwarded_allow_ips: str = "127.0.0.1,::1",
     config: Config | None = None,
     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
@@ -94,8 +94,9 @@ async def serve(
 
     `max_message_size` bounds one WebSocket message, in bytes (hypercorn's
     `websocket_max_message_size`, 16 MiB unless set): a bigger one closes
-    its connection with 1009. With `proxy_headers`, `Forwarded` or
-    `X-Forwarded-For`/`-Proto`/`-Host` from the peers in
+    its connection with 1009 (for text, it counts characters). With
+    `proxy_headers`, the `X-Forwarded-For`/`-Proto`/`-Host` headers (or, with
+    `proxy_headers="forwarded"`, the `Forwarded` header) from the peers in
     `forwarded_allow_ips` (addresses or networks, comma-separated, or "*")
     set the client address, the scheme and the host; from other peers they
     are ignored. `config` replaces the hypercorn configuration built from
@@ -107,7 +108,11 @@ async def serve(
         if max_message_size < 1:
             raise ValueError("max_message_size must be at least 1 byte")
         config.websocket_max_message_size = max_message_size
-    served = _hypercorn.TrustedProxies(app, forwarded_allow_ips) if proxy_headers else app
+    if proxy_headers:
+        headers = "x-forwarded" if proxy_headers is True else proxy_headers
+        served = _hypercorn.TrustedProxies(app, forwarded_allow_ips, headers)
+    else:
+        served = app
     stopping = trio.Event()
     try:
         async with trio.open_nursery() as nursery:

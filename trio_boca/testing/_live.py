@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import trio
 from hypercorn.trio import serve as hypercorn_serve
@@ -45,7 +45,7 @@ class LiveServer(Running):
         plain: bool = False,
         shutdown_timeout: float = 1.0,
         max_message_size: int | None = None,
-        proxy_headers: bool = False,
+        proxy_headers: bool | Literal["x-forwarded", "forwarded"] = False,
         forwarded_allow_ips: str = "127.0.0.1,::1",
         **config: Any,
     ) -> None:
