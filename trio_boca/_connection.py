@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import trio
 
 from ._errors import leaves, sole_error, split_errors
-from ._hypercorn import SERVER_CLOSED
+from ._hypercorn import ENDED_BY, write_deadline
 from ._messages import Message
 from .guards import Check
 from .websockets import WebSocket, WebSocketDisconnect, WebSocketState, chosen_close
@@ -71,6 +71,10 @@ class Limits:
     #: Longest wait for a close (or accept, or rejection) to go out, and for
     #: the server to report the disconnect after the view ended.
     close_timeout: float = 5.0
+    #: Longest a send may take (a client that stopped reading): then the
+    #: connection is aborted. Enforced where the server lets us (trio_boca's
+    #: serve(); hypercorn on its own writes without a deadline).
+    send_timeout: float = 30.0
 
 
 class End(enum.Enum):
@@ -80,6 +84,8 @@ class End(enum.Enum):
     CLIENT_LEFT = "the client left"
     BAD_INPUT = "the client sent what the route cannot read"
     STALLED = "the view stopped reading"
+    KEEPALIVE = "the client did not answer a ping"
+    WRITE_TIMEOUT = "the client stopped reading"
     FAILED = "the view raised"
     CODED_ERROR = "the view raised an exception that names its close code"
     SHUTDOWN = "the server is stopping"
@@ -116,6 +122,8 @@ CLOSINGS: dict[End, Closing] = {
     End.STALLED: Closing(
         1008, "message queue full: the server is not reading", 503, logging.WARNING
     ),
+    End.KEEPALIVE: Closing(1011, "keepalive ping timeout", 503, logging.INFO),
+    End.WRITE_TIMEOUT: Closing(1011, "", 503, logging.WARNING),
     End.FAILED: Closing(1011, "", 500, logging.ERROR),
     End.CODED_ERROR: Closing(None, None, 503, logging.WARNING),
     End.SHUTDOWN: Closing(1001, "server shutting down", 503, logging.DEBUG),
@@ -295,7 +303,9 @@ class Connection:
         assert code is not None
         state = self.ws.connection_state
         await self.ws._finish(code, reason, closing.status)
-        if state is WebSocketState.CONNECTING:
+        if ending.end is End.WRITE_TIMEOUT:
+            done = "aborted"
+        elif state is WebSocketState.CONNECTING:
             done = f"answered {closing.status}"
         elif state is WebSocketState.CONNECTED:
             done = f"closed with {code}"
@@ -359,8 +369,9 @@ class Connection:
                     return
             elif kind == "websocket.disconnect":
                 code, reason = message.get("code", 1005), message.get("reason") or ""
-                if message.get(SERVER_CLOSED):  # the client broke a limit (1009)
-                    self.bad_input(code, reason)
+                ended_by = message.get(ENDED_BY)  # the server ended it: why
+                if ended_by is not None and self.end is None:
+                    self.end = Ending(End[ended_by.upper()], code, reason)
                 await self._client_left(code, reason)
                 return
 
@@ -455,10 +466,13 @@ class Connection:
         if self.gone:
             await trio.lowlevel.checkpoint()
             return
+        token = write_deadline.set(trio.current_time() + self.limits.send_timeout)
         try:
             await self._send(message)
         except _TRANSPORT_ERRORS:
             self.gone = True
+        finally:
+            write_deadline.reset(token)
 
     async def transmit(self, *messages: Message, final: bool) -> None:
         """Put what a state transition promises on the wire: the one path for
@@ -478,12 +492,15 @@ class Connection:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
         deadline = trio.current_time() + self.limits.close_timeout
+        token = write_deadline.set(deadline)  # the server's write too, where it lets us
         with trio.CancelScope(shield=True, deadline=deadline) as scope:
             try:
                 for message in messages:
                     await self._send(message)
             except _TRANSPORT_ERRORS:
                 self.gone = True
+            finally:
+                write_deadline.reset(token)
         if scope.cancelled_caught:
             self.gone = True
 

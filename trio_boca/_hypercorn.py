@@ -6,17 +6,13 @@ What hypercorn 0.18 does not give us, and how we stand in for it:
    frame and answers it, then tells the app 1006 with no reason (hypercorn
    #127). We note the code and reason as hypercorn answers the frame, and
    put them into the `websocket.disconnect` event it sends the app.
-2. **A bounded shutdown.** hypercorn writes with a shielded `send_all`, so a
-   client that stopped reading can hold its connection, and with it the
-   server, past any cancellation. We keep the streams of live connections so
-   `serve()` can close them once its shutdown deadline passes: a blocked
-   write then fails instead of waiting forever, and the connection ends.
+2. **A bounded shutdown.** We keep the streams of live connections so
+   `serve()` can close them once its shutdown deadline passes.
 3. **Oversized messages.** Over `websocket_max_message_size` hypercorn sends
    close 1009, then tells the app nothing and keeps the TCP connection until
    the client drops it (it stops reading frames at the oversized one). We
    end the connection as hypercorn ends one after a client's close frame,
-   and hand the app a disconnect with 1009 marked as the server's
-   (`SERVER_CLOSED`): the client broke a limit, it did not just leave.
+   and hand the app a disconnect with 1009, ended by `bad_input`.
 4. **Trusted proxies** (`TrustedProxies`). hypercorn's `ProxyFixMiddleware`
    reads `Forwarded` and `X-Forwarded-*` from *any* peer, so a client that
    reaches the app directly could claim any address; and it writes
@@ -29,18 +25,37 @@ What hypercorn 0.18 does not give us, and how we stand in for it:
    between makes h11 fail, and the error takes the whole server down (one
    TCP packet from any client did). And it never tells the app, whose
    connection then waits for ever. We mark the stream closed first, so the
-   app's accept is dropped, hand the app a disconnect (1002, the server's),
+   app's accept is dropped, hand the app a disconnect (1002, `bad_input`),
    and end the connection after the 400.
 6. **A connection's failure stays with that connection.** Any other error
    hypercorn raises while serving one connection is logged (at most once a
    second) and that connection closed; the server goes on.
+7. **Write deadlines.** hypercorn writes with a shielded `send_all`: a client
+   that stops reading holds any task that writes to it, for ever (and the
+   server past its stop). The app says, in `write_deadline`, by when the
+   write under way must be done; hypercorn's stream is wrapped so that its
+   `send_all` gives up then (a deadline of its own works inside a shield),
+   aborts the transport, and fails as a broken stream does, which hypercorn
+   already answers by ending the connection. The disconnect the app then
+   gets is ended by `write_timeout`.
+8. **Keepalive with a deadline.** hypercorn's `websocket_ping_interval`
+   sends pings but never looks for the pongs, so a peer that vanished
+   without a FIN (a phone in a tunnel) is never noticed. Our pinger waits
+   `ping_timeout` for the pong (hypercorn ignores pong events; we watch for
+   them on the wsproto connection), and without one closes with 1011
+   "keepalive ping timeout" and ends the connection, ended by `keepalive`.
+9. **Compression you choose.** hypercorn accepts permessage-deflate from
+   every client that offers it (every browser), with zlib state that is
+   kept between messages: about 100 KiB per connection. `compression=False`
+   declines it; `True` accepts it without context takeover either way, so
+   zlib state lives only while a message is compressed or decompressed.
 
-Adaptations 1 to 3, 5 and 6 act only in tasks started inside `adapted()`, which only
-trio_boca's own entry points enter (a ContextVar marks them): an app served
-by plain `hypercorn app:app`, even in the same process, sees hypercorn
-unchanged. They are installed only on the hypercorn versions they were
-checked against (`CHECKED`); tests fail loudly if a new version changes what
-they rely on.
+All act only in tasks started inside `adapted()`, which only trio_boca's own
+entry points enter (a ContextVar marks them): an app served by plain
+`hypercorn app:app`, even in the same process, sees hypercorn unchanged
+(adaptation 4 is a middleware `serve()` puts in front of the app). They are
+installed only on the hypercorn versions they were checked against
+(`CHECKED`); tests fail loudly if a new version changes what they rely on.
 """
 
 from __future__ import annotations
@@ -48,10 +63,12 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any, Literal
 
@@ -63,15 +80,26 @@ logger = logging.getLogger("trio_boca")
 
 CHECKED = ("0.18.",)
 
-#: A key of the `websocket.disconnect` event: the server closed the connection
-#: because the client broke one of its limits (an oversized message).
-SERVER_CLOSED = "trio_boca.server_closed"
+#: A key of the `websocket.disconnect` event: why the server ended the
+#: connection, as the name of one of the connection's ends ("bad_input",
+#: "keepalive", "write_timeout"); absent when the client closed or left.
+ENDED_BY = "trio_boca.ended_by"
+
+#: By when the write under way must be done (Trio time), set by the task that
+#: writes; None: no deadline (hypercorn's own writes).
+write_deadline: ContextVar[float | None] = ContextVar("trio_boca_write_deadline", default=None)
 
 
+@dataclass
 class Live:
-    """The streams of the connections one `serve()` has open."""
+    """What one `serve()` run asks of hypercorn, and the streams it has open."""
 
-    def __init__(self) -> None:
+    #: Seconds to wait for the pong of a keepalive ping; None: no keepalive.
+    ping_timeout: float | None = None
+    #: Whether to accept permessage-deflate; None: as hypercorn does.
+    compression: bool | None = None
+
+    def __post_init__(self) -> None:
         self.streams: set[Any] = set()
 
     async def abort(self) -> int:
@@ -91,10 +119,9 @@ def supported() -> bool:
 
 
 @contextmanager
-def adapted() -> Iterator[Live]:
-    """Run hypercorn within this block with both adaptations, where supported."""
+def adapted(live: Live) -> Iterator[Live]:
+    """Run hypercorn within this block with the adaptations, where supported."""
     install()
-    live = Live()
     token = _live.set(live)
     try:
         yield live
@@ -112,24 +139,60 @@ def install() -> bool:
         else:
             logger.warning(
                 "hypercorn %s is not one trio_boca was checked against (%s): WebSocket "
-                "views see close codes as hypercorn reports them, and shutdown waits "
-                "for every write to finish",
+                "views see close codes as hypercorn reports them, and writes, keepalive "
+                "and compression are as hypercorn has them",
                 version("hypercorn"),
                 ", ".join(v + "x" for v in CHECKED),
             )
     return _installed
 
 
+class _DeadlineStream:
+    """hypercorn's stream, whose `send_all` gives up at `write_deadline` (adaptation 7)."""
+
+    def __init__(self, stream: Any, server: Any) -> None:
+        self._stream = stream
+        self._server = server
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    async def send_all(self, data: Any) -> None:
+        deadline = write_deadline.get()
+        if deadline is None:
+            await self._stream.send_all(data)
+            return
+        with trio.CancelScope(deadline=deadline) as write:  # inside hypercorn's shield
+            await self._stream.send_all(data)
+        if write.cancelled_caught:
+            # Marked before the socket closes: whichever of hypercorn's tasks
+            # then tells the app, the disconnect says why.
+            websocket = getattr(getattr(self._server.protocol, "protocol", None), "stream", None)
+            if websocket is not None:
+                reason = "a write did not complete by its deadline"
+                websocket.trio_boca_client_close = (1006, reason, "write_timeout")
+            await trio.aclose_forcefully(self._stream)
+            raise trio.BrokenResourceError("the client read nothing before the write deadline")
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
 def _patch() -> None:
+    from hypercorn.protocol import ws_stream
     from hypercorn.protocol.events import Body, Data, Request, StreamClosed
-    from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+    from hypercorn.protocol.ws_stream import ASGIWebsocketState, Handshake, WSStream
     from hypercorn.trio.tcp_server import TCPServer
     from wsproto.connection import ConnectionState
-    from wsproto.events import CloseConnection
+    from wsproto.events import CloseConnection, Ping, Pong
+    from wsproto.extensions import PerMessageDeflate
     from wsproto.frame_protocol import CloseReason
 
     send_wsproto_event = WSStream._send_wsproto_event
     handle = WSStream.handle
+    accept = WSStream._accept
+    send_pings = WSStream._send_pings
+    handshake_accept = Handshake.accept
     run = TCPServer.run
 
     async def _send_wsproto_event(self: Any, event: Any) -> None:
@@ -137,7 +200,7 @@ def _patch() -> None:
         # hypercorn answers a client's close frame with the same code and
         # reason, in state REMOTE_CLOSING: the one moment both are at hand.
         if closing and self.connection.state is ConnectionState.REMOTE_CLOSING:
-            self.trio_boca_client_close = (event.code, event.reason or "", False)
+            self.trio_boca_client_close = (event.code, event.reason or "", None)
         # Its own 1009, while the app has the socket open: a message too big.
         oversized = (
             closing
@@ -149,7 +212,7 @@ def _patch() -> None:
         if oversized:
             limit = self.config.websocket_max_message_size
             reason = f"message over max_message_size ({limit})"
-            self.trio_boca_client_close = (1009, reason, True)
+            self.trio_boca_client_close = (1009, reason, "bad_input")
             # As hypercorn ends a connection after the client's close frame.
             await self.send(StreamClosed(stream_id=self.stream_id))
 
@@ -157,30 +220,98 @@ def _patch() -> None:
         early = isinstance(event, (Body, Data)) and not self.closed and not self.handshake.accepted
         if early and _live.get() is not None:
             self.closed = True  # before the 400: the app's accept is dropped from now on
-            self.trio_boca_client_close = (1002, "data before the handshake was answered", True)
+            reason = "data before the handshake was answered"
+            self.trio_boca_client_close = (1002, reason, "bad_input")
             await self._send_error_response(400)
             if self.app_put is not None:
                 await self.app_put({"type": "websocket.disconnect", "code": 1006})
             await self.send(StreamClosed(stream_id=self.stream_id))  # and end the connection
             return
         await handle(self, event)
+        if self.closed and _live.get() is not None:
+            _wake(self)  # the pinger must not outlive the stream
         if isinstance(event, Request) and self.app_put is not None and _live.get() is not None:
             put = self.app_put
 
             async def app_put(message: Any) -> None:
                 close = getattr(self, "trio_boca_client_close", None)
                 if message["type"] == "websocket.disconnect" and close is not None:
-                    code, reason, by_server = close
-                    message = {**message, "code": code, "reason": reason, SERVER_CLOSED: by_server}
+                    code, reason, ended_by = close
+                    message = {**message, "code": code, "reason": reason, ENDED_BY: ended_by}
                 await put(message)
 
             self.app_put = app_put
+
+    async def _accept(self: Any, message: Any) -> None:
+        await accept(self, message)
+        if _live.get() is not None:
+            # hypercorn ignores pong events; the keepalive needs to see them.
+            events = self.connection.events
+            self.trio_boca_pong = trio.Event()
+            self.trio_boca_done = trio.Event()
+
+            def observed() -> Any:
+                for event in events():
+                    if isinstance(event, Pong):
+                        self.trio_boca_pong.set()
+                    yield event
+
+            self.connection.events = observed
+
+    async def _send_pings(self: Any) -> None:
+        live = _live.get()
+        if live is None:
+            await send_pings(self)
+            return
+        # hypercorn's pinger sleeps a whole interval before it looks at the
+        # stream, so the connection's task outlived the socket by up to that.
+        timeout = live.ping_timeout
+        while True:
+            with trio.move_on_after(self.config.websocket_ping_interval):
+                await self.trio_boca_done.wait()
+            if self.closed:
+                return
+            pong = self.trio_boca_pong = trio.Event()
+            if timeout is not None:
+                write_deadline.set(trio.current_time() + timeout)
+            await self._send_wsproto_event(Ping(payload=os.urandom(4)))
+            if timeout is None:
+                continue
+            with trio.move_on_after(timeout):
+                await pong.wait()  # also set when the stream closes
+            if self.closed:
+                return
+            if not pong.is_set():
+                reason = f"no pong within {timeout:g} s of a ping"
+                self.trio_boca_client_close = (1006, reason, "keepalive")
+                close = CloseConnection(
+                    code=CloseReason.INTERNAL_ERROR, reason="keepalive ping timeout"
+                )
+                write_deadline.set(trio.current_time() + timeout)  # if it still listens
+                await self._send_wsproto_event(close)
+                await self.send(StreamClosed(stream_id=self.stream_id))
+                return
+
+    def _handshake_accept(self: Any, *args: Any) -> Any:
+        live = _live.get()
+        if live is None or live.compression is None:
+            return handshake_accept(self, *args)
+        if not live.compression:
+            self.extensions = None  # as if the client offered none
+            return handshake_accept(self, *args)
+        # Synchronous: no other task can see the swap.
+        ws_stream.PerMessageDeflate = _bounded_deflate(PerMessageDeflate)  # type: ignore[attr-defined,assignment]
+        try:
+            return handshake_accept(self, *args)
+        finally:
+            ws_stream.PerMessageDeflate = PerMessageDeflate  # type: ignore[attr-defined]
 
     async def _run(self: Any) -> None:
         live = _live.get()
         if live is None:
             await run(self)
             return
+        self.stream = _DeadlineStream(self.stream, self)
         live.streams.add(self.stream)
         try:
             await run(self)
@@ -196,7 +327,25 @@ def _patch() -> None:
 
     WSStream._send_wsproto_event = _send_wsproto_event  # type: ignore[method-assign]
     WSStream.handle = _handle  # type: ignore[method-assign]
+    WSStream._accept = _accept  # type: ignore[method-assign]
+    WSStream._send_pings = _send_pings  # type: ignore[method-assign]
+    Handshake.accept = _handshake_accept  # type: ignore[method-assign,assignment]
     TCPServer.run = _run  # type: ignore[method-assign]
+
+
+def _wake(stream: Any) -> None:
+    """The stream has closed: wake its pinger, whatever it waits for."""
+    for name in ("trio_boca_done", "trio_boca_pong"):
+        event = getattr(stream, name, None)
+        if event is not None:
+            event.set()
+
+
+def _bounded_deflate(deflate: Any) -> Callable[[], Any]:
+    def bounded() -> Any:
+        return deflate(client_no_context_takeover=True, server_no_context_takeover=True)
+
+    return bounded
 
 
 _last_failure_logged = -math.inf

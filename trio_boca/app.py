@@ -82,12 +82,18 @@ class App:
         stall_timeout: float = Limits.stall_timeout,
         disconnect_grace: float = Limits.disconnect_grace,
         close_timeout: float = Limits.close_timeout,
+        send_timeout: float = Limits.send_timeout,
     ) -> None:
         if inbox_messages < 1 or inbox_bytes < 1:
             raise ValueError("inbox_messages and inbox_bytes must be at least 1")
         self.max_body_size = max_body_size
         self.limits = Limits(
-            inbox_messages, inbox_bytes, stall_timeout, disconnect_grace, close_timeout
+            inbox_messages,
+            inbox_bytes,
+            stall_timeout,
+            disconnect_grace,
+            close_timeout,
+            send_timeout,
         )
         #: The origin policy and connection limits every WebSocket handshake passes.
         self.guard = Guard(allowed_origins, max_connections, max_connections_per_client)

@@ -37,6 +37,9 @@ if sys.version_info < (3, 11):
 
 logger = logging.getLogger("trio_boca")
 
+#: Whether `serve()` accepts permessage-deflate unless told: see docs/operations.md.
+COMPRESSION = False
+
 
 class StartupFailed(Exception):
     """The app's startup hooks failed; the server did not start."""
@@ -85,6 +88,9 @@ async def serve(
     *,
     shutdown_timeout: float = 5.0,
     max_message_size: int | None = None,
+    ping_interval: float = 20.0,
+    ping_timeout: float = 20.0,
+    compression: bool = COMPRESSION,
     proxy_headers: bool | _hypercorn.ProxyHeaders = False,
     forwarded_allow_ips: str = "127.0.0.1,::1",
     config: Config | None = None,
@@ -94,7 +100,11 @@ async def serve(
 
     `max_message_size` bounds one WebSocket message, in bytes (hypercorn's
     `websocket_max_message_size`, 16 MiB unless set): a bigger one closes
-    its connection with 1009 (for text, it counts characters). With
+    its connection with 1009 (for text, it counts characters). Every
+    `ping_interval` seconds a WebSocket client is pinged, and one that sends
+    no pong within `ping_timeout` is closed with 1011 (0 turns either off).
+    `compression` accepts permessage-deflate, without context takeover so
+    that an idle connection keeps no zlib state; False declines it. With
     `proxy_headers`, the `X-Forwarded-For`/`-Proto`/`-Host` headers (or, with
     `proxy_headers="forwarded"`, the `Forwarded` header) from the peers in
     `forwarded_allow_ips` (addresses or networks, comma-separated, or "*")
@@ -104,6 +114,11 @@ async def serve(
     app's startup hooks fail, and `OSError` if the address cannot be bound.
     """
     config = config or make_config(host, port, shutdown_timeout)
+    for name, value in (("ping_interval", ping_interval), ("ping_timeout", ping_timeout)):
+        if value < 0:
+            raise ValueError(f"{name} must be 0 (off) or more")
+    config.websocket_ping_interval = ping_interval or None
+    live = _hypercorn.Live(ping_timeout=ping_timeout or None, compression=compression)
     if max_message_size is not None:
         if max_message_size < 1:
             raise ValueError("max_message_size must be at least 1 byte")
@@ -117,7 +132,9 @@ async def serve(
     try:
         async with trio.open_nursery() as nursery:
             try:
-                address = await nursery.start(_run, app, served, config, stopping, shutdown_timeout)
+                address = await nursery.start(
+                    _run, app, served, config, live, stopping, shutdown_timeout
+                )
                 task_status.started(address)
                 await trio.sleep_forever()
             finally:
@@ -130,6 +147,7 @@ async def _run(
     app: Any,
     served: Any,
     config: Config,
+    live: _hypercorn.Live,
     stopping: trio.Event,
     shutdown_timeout: float,
     *,
@@ -139,7 +157,7 @@ async def _run(
     # tear hypercorn down mid-flight (which skips the app's shutdown hooks).
     connections = Connections()
     token = current_connections.set(connections)
-    with trio.CancelScope(shield=True), _hypercorn.adapted() as live:
+    with trio.CancelScope(shield=True), _hypercorn.adapted(live):
 
         async def stop_when_asked() -> None:
             await stopping.wait()

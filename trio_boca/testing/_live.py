@@ -28,8 +28,9 @@ class LiveServer(Running):
 
     By default the app runs as `app.serve()` runs it in production
     (`trio_boca.server.serve`: hypercorn's Trio worker with trio_boca's
-    adaptations), and `max_message_size`, `proxy_headers` and
-    `forwarded_allow_ips` are `serve()`'s. `plain=True` runs bare
+    adaptations), and `max_message_size`, `ping_interval`, `ping_timeout`,
+    `compression`, `proxy_headers` and `forwarded_allow_ips` are `serve()`'s
+    (pings are off unless asked for: a test rarely wants them). `plain=True` runs bare
     `hypercorn.trio.serve`, as `hypercorn --worker-class trio app:app`
     would. Extra keyword arguments set hypercorn `Config` attributes.
 
@@ -45,6 +46,9 @@ class LiveServer(Running):
         plain: bool = False,
         shutdown_timeout: float = 1.0,
         max_message_size: int | None = None,
+        ping_interval: float = 0,
+        ping_timeout: float = 0,
+        compression: bool | None = None,
         proxy_headers: bool | Literal["x-forwarded", "forwarded"] = False,
         forwarded_allow_ips: str = "127.0.0.1,::1",
         **config: Any,
@@ -56,9 +60,13 @@ class LiveServer(Running):
         self.shutdown_timeout = shutdown_timeout
         self.serve_options: dict[str, Any] = {
             "max_message_size": max_message_size,
+            "ping_interval": ping_interval,
+            "ping_timeout": ping_timeout,
             "proxy_headers": proxy_headers,
             "forwarded_allow_ips": forwarded_allow_ips,
         }
+        if compression is not None:
+            self.serve_options["compression"] = compression
         self.config = make_config(host, 0, shutdown_timeout, **config)
         if plain and max_message_size is not None:
             self.config.websocket_max_message_size = max_message_size
