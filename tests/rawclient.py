@@ -9,6 +9,7 @@ with wsproto.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -21,6 +22,7 @@ from wsproto.events import (
     Request,
     TextMessage,
 )
+from wsproto.extensions import PerMessageDeflate
 
 
 class Rejected(Exception):
@@ -36,6 +38,10 @@ class RawClient:
     def __init__(self, stream: trio.SocketStream, ws: WSConnection) -> None:
         self.stream = stream
         self.ws = ws
+        #: The extensions the server accepted.
+        self.extensions: list[Any] = []
+        #: Bytes read since the handshake: what crossed the wire.
+        self.received = 0
 
     @classmethod
     async def connect(
@@ -46,6 +52,7 @@ class RawClient:
         local_address: str | None = None,
         headers: dict[str, str] | None = None,
         host: str | None = None,
+        offer_deflate: bool = False,
     ) -> RawClient:
         """Open a WebSocket from `local_address` (another loopback address is
         another client), with extra `headers` (values sent as latin-1, so any
@@ -53,7 +60,13 @@ class RawClient:
         stream = await trio.open_tcp_stream("127.0.0.1", port, local_address=local_address)
         ws = WSConnection(ConnectionType.CLIENT)
         extra = [(k.encode(), v.encode("latin-1")) for k, v in (headers or {}).items()]
-        request = Request(host=host or f"127.0.0.1:{port}", target=path, extra_headers=extra)
+        extensions = [PerMessageDeflate()] if offer_deflate else []
+        request = Request(
+            host=host or f"127.0.0.1:{port}",
+            target=path,
+            extra_headers=extra,
+            extensions=extensions,
+        )
         await stream.send_all(ws.send(request))
         while True:
             data = await stream.receive_some(65536)
@@ -63,7 +76,9 @@ class RawClient:
             ws.receive_data(data)
             for event in ws.events():
                 if isinstance(event, AcceptConnection):
-                    return cls(stream, ws)
+                    client = cls(stream, ws)
+                    client.extensions = list(event.extensions)
+                    return client
                 await stream.aclose()
                 if isinstance(event, RejectConnection):
                     names = {k.decode().lower(): v.decode() for k, v in event.headers}
@@ -87,6 +102,7 @@ class RawClient:
             data = await self.stream.receive_some(65536)
             if not data:
                 raise EOFError
+            self.received += len(data)
             self.ws.receive_data(data)
 
     async def receive_text(self) -> str:

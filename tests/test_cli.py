@@ -117,6 +117,9 @@ def test_a_bad_target_is_one_clear_line(target: str, message: str) -> None:
             "--forwarded-allow-ips: 'nonsense' is not an IP address or network",
         ),
         (["--max-message-size", "0"], "--max-message-size must be at least 1 byte"),
+        (["--ping-timeout", "-1"], "--ping-timeout must be 0 (off) or more"),
+        (["--certfile", "cert.pem"], "--certfile and --keyfile go together"),
+        (["--certfile", "nowhere.pem", "--keyfile", "k.pem"], "no such file: nowhere.pem"),
     ],
 )
 def test_a_bad_option_is_one_clear_line(option: list[str], message: str) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import ssl
+from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
 import trio
 
 from trio_boca import App, Broadcast, WebSocket
-from trio_boca.testing import LiveServer
+from trio_boca.testing import LiveServer, connect_websocket
 
 from .conftest import TIMEOUT, ViewProbe, records
 from .rawclient import RawClient
@@ -130,3 +133,117 @@ async def test_a_broadcast_relay_to_a_stuck_client_is_ended_too() -> None:
                 await trio.sleep(0.001)
             assert trio.current_time() - started < 3.0
             await stuck.abort()
+
+
+# -- compression -----------------------------------------------------------------------
+
+
+def echo_app() -> App:
+    app = App()
+
+    @app.websocket_route("/echo")
+    async def echo(ws: WebSocket) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    return app
+
+
+REPETITIVE = "trio_boca " * 2_000  # 20,000 characters that compress well
+
+
+@pytest.mark.parametrize(
+    ("options", "offered_back"),
+    [
+        ({}, None),  # trio_boca's default: off
+        ({"compression": False}, None),
+        ({"compression": True}, "bounded"),
+        ({"plain": True}, "hypercorn's"),
+    ],
+    ids=["default", "off", "on", "plain hypercorn"],
+)
+async def test_compression_is_declined_or_accepted_with_bounded_memory(
+    options: dict[str, bool], offered_back: str | None
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(echo_app(), **options) as server:  # type: ignore[arg-type]
+            client = await RawClient.connect(server.port, "/echo", offer_deflate=True)
+            await client.send(REPETITIVE)
+            assert await client.receive_text() == REPETITIVE
+            await client.abort()
+    if offered_back is None:
+        assert client.extensions == []
+        assert client.received > len(REPETITIVE)
+        return
+    [deflate] = client.extensions
+    # Without context takeover, zlib state lives only while a message does.
+    bounded = deflate.client_no_context_takeover and deflate.server_no_context_takeover
+    assert bounded == (offered_back == "bounded")
+    assert client.received < len(REPETITIVE) / 10  # compressed on the wire
+
+
+# -- TLS ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificates() -> Any:
+    """A certificate authority of the test's own, and a certificate for 127.0.0.1."""
+    import trustme
+
+    authority = trustme.CA()
+    return authority, authority.issue_cert("127.0.0.1", "localhost")
+
+
+def contexts(certificates: Any) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """The server's context, and a client's that trusts the test's authority."""
+    authority, certificate = certificates
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificate.configure_cert(server)
+    client = ssl.create_default_context()
+    authority.configure_trust(client)
+    return server, client
+
+
+async def test_wss_through_app_serve(certificates: Any) -> None:
+    server_context, client_context = contexts(certificates)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            address = await nursery.start(
+                lambda task_status: echo_app().serve(
+                    "127.0.0.1", 0, ssl_context=server_context, task_status=task_status
+                )
+            )
+            assert address.url.startswith("https://") and address.ws_url.startswith("wss://")
+            async with connect_websocket(
+                address.ws_url + "/echo", ssl_context=client_context
+            ) as client:
+                await client.send("over TLS")
+                assert await client.receive() == "over TLS"
+            with pytest.raises(trio.BrokenResourceError) as untrusted:  # the system's CAs
+                async with connect_websocket(address.ws_url + "/echo"):
+                    pass  # pragma: no cover
+            assert isinstance(untrusted.value.__cause__, ssl.SSLCertVerificationError)
+            nursery.cancel_scope.cancel()
+
+
+async def test_wss_through_the_cli(certificates: Any, tmp_path: Path) -> None:
+    from .test_cli import start
+
+    _, certificate = certificates
+    certificate.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+    certificate.private_key_pem.write_to_path(tmp_path / "key.pem")
+    _, client_context = contexts(certificates)
+    with trio.fail_after(TIMEOUT):
+        server = await start(
+            "tests.cli_apps:app",
+            "--certfile",
+            str(tmp_path / "cert.pem"),
+            "--keyfile",
+            str(tmp_path / "key.pem"),
+        )
+        assert server.url.startswith("https://")
+        async with connect_websocket(
+            "wss" + server.url[len("https") :] + "/wait", ssl_context=client_context
+        ) as client:
+            assert await client.receive() == "ready"
+        assert await server.stop() == 0

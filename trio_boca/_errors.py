@@ -46,4 +46,4 @@ def plain_errors() -> Iterator[None]:
         error = sole_error(group)
         if error is None:
             raise
-        raise error from None
+        raise error from error.__cause__  # keep its own cause; drop the group as context

@@ -49,6 +49,9 @@ What hypercorn 0.18 does not give us, and how we stand in for it:
    kept between messages: about 100 KiB per connection. `compression=False`
    declines it; `True` accepts it without context takeover either way, so
    zlib state lives only while a message is compressed or decompressed.
+10. **TLS with a context of the caller's** (`TLSConfig`). hypercorn builds
+   its own SSL context, from `certfile` and `keyfile` only; `serve()` may be
+   given an `ssl.SSLContext` instead.
 
 All act only in tasks started inside `adapted()`, which only trio_boca's own
 entry points enter (a ContextVar marks them): an app served by plain
@@ -64,6 +67,7 @@ import ipaddress
 import logging
 import math
 import os
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -73,6 +77,7 @@ from importlib.metadata import version
 from typing import Any, Literal
 
 import trio
+from hypercorn.config import Config
 
 from ._errors import split_errors
 
@@ -145,6 +150,22 @@ def install() -> bool:
                 ", ".join(v + "x" for v in CHECKED),
             )
     return _installed
+
+
+class TLSConfig(Config):
+    """hypercorn's `Config`, which can serve TLS with a given context (adaptation 10)."""
+
+    #: The context to serve TLS with; None: hypercorn's, from certfile and keyfile.
+    ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return self.ssl_context is not None or super().ssl_enabled
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        if self.ssl_context is not None:
+            return self.ssl_context
+        return super().create_ssl_context()
 
 
 class _DeadlineStream:
@@ -244,11 +265,14 @@ def _patch() -> None:
 
     async def _accept(self: Any, message: Any) -> None:
         await accept(self, message)
-        if _live.get() is not None:
+        live = _live.get()
+        if live is None or not self.config.websocket_ping_interval:
+            return
+        self.trio_boca_done = trio.Event()  # set when the stream closes: the pinger stops
+        if live.ping_timeout:
             # hypercorn ignores pong events; the keepalive needs to see them.
             events = self.connection.events
             self.trio_boca_pong = trio.Event()
-            self.trio_boca_done = trio.Event()
 
             def observed() -> Any:
                 for event in events():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -232,8 +233,12 @@ class App:
         *,
         shutdown_timeout: float = 5.0,
         max_message_size: int | None = None,
+        ping_interval: float = 20.0,
+        ping_timeout: float = 20.0,
+        compression: bool = False,
         proxy_headers: bool | Literal["x-forwarded", "forwarded"] = False,
         forwarded_allow_ips: str = "127.0.0.1,::1",
+        ssl_context: ssl.SSLContext | None = None,
         task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve the app with hypercorn inside the caller's Trio program.
@@ -250,8 +255,12 @@ class App:
             port,
             shutdown_timeout=shutdown_timeout,
             max_message_size=max_message_size,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            compression=compression,
             proxy_headers=proxy_headers,
             forwarded_allow_ips=forwarded_allow_ips,
+            ssl_context=ssl_context,
             task_status=task_status,
         )
 

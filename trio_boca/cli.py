@@ -92,6 +92,29 @@ def parser() -> argparse.ArgumentParser:
         help="with --proxy-headers: the proxies to trust, as comma-separated addresses or "
         "networks, or * (default 127.0.0.1,::1)",
     )
+    run.add_argument(
+        "--ping-interval",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="ping WebSocket clients every S seconds; 0: never (default 20)",
+    )
+    run.add_argument(
+        "--ping-timeout",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="close a client that sends no pong within S seconds of a ping; 0: never (default 20)",
+    )
+    run.add_argument(
+        "--compression",
+        choices=["on", "off"],
+        default="off",
+        help="accept permessage-deflate (without context takeover: memory stays bounded); "
+        "default off",
+    )
+    run.add_argument("--certfile", help="serve TLS (https, wss) with this certificate chain")
+    run.add_argument("--keyfile", help="the private key of --certfile")
     run.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     return main
 
@@ -104,6 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("--workers must be at least 1")
         if options.max_message_size is not None and options.max_message_size < 1:
             raise UsageError("--max-message-size must be at least 1 byte")
+        for flag in ("ping_interval", "ping_timeout"):
+            if getattr(options, flag) < 0:
+                raise UsageError(f"--{flag.replace('_', '-')} must be 0 (off) or more")
+        if (options.certfile is None) != (options.keyfile is None):
+            raise UsageError("--certfile and --keyfile go together")
+        for path in (options.certfile, options.keyfile):
+            if path is not None and not os.path.isfile(path):
+                raise UsageError(f"no such file: {path}")
         try:
             trusted_peers(options.forwarded_allow_ips)
         except ValueError as exc:
@@ -133,16 +164,20 @@ def _run(function: Any, *args: Any) -> int:
 async def _serve(app: Any, options: argparse.Namespace) -> int:
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
+            tls = {"certfile": options.certfile, "keyfile": options.keyfile}
             if options.fd is None:
-                config = make_config(options.host, options.port, options.shutdown_timeout)
+                config = make_config(options.host, options.port, options.shutdown_timeout, **tls)
             else:
-                config = make_config(options.host, 0, options.shutdown_timeout)
+                config = make_config(options.host, 0, options.shutdown_timeout, **tls)
                 config.bind = [f"fd://{options.fd}"]
             address = await nursery.start(
                 lambda task_status: serve(
                     app,
                     shutdown_timeout=options.shutdown_timeout,
                     max_message_size=options.max_message_size,
+                    ping_interval=options.ping_interval,
+                    ping_timeout=options.ping_timeout,
+                    compression=options.compression == "on",
                     proxy_headers=options.proxy_headers or False,
                     forwarded_allow_ips=options.forwarded_allow_ips,
                     config=config,
@@ -168,7 +203,8 @@ async def _supervise(options: argparse.Namespace) -> int:
         port = listener.getsockname()[1]
         host = f"[{options.host}]" if family == socket.AF_INET6 else options.host
         print(
-            f"trio-boca: serving {options.app} on http://{host}:{port} "
+            f"trio-boca: serving {options.app} on "
+            f"{'https' if options.certfile else 'http'}://{host}:{port} "
             f"with {options.workers} worker{'s' if options.workers > 1 else ''}"
             + (", reloading on changes" if options.reload else ""),
             flush=True,
@@ -184,6 +220,11 @@ async def _supervise(options: argparse.Namespace) -> int:
         ]
         command += ["--shutdown-timeout", str(options.shutdown_timeout)]
         command += ["--forwarded-allow-ips", options.forwarded_allow_ips]
+        command += ["--ping-interval", str(options.ping_interval)]
+        command += ["--ping-timeout", str(options.ping_timeout)]
+        command += ["--compression", options.compression]
+        if options.certfile is not None:
+            command += ["--certfile", options.certfile, "--keyfile", options.keyfile]
         if options.proxy_headers:
             command.append(f"--proxy-headers={options.proxy_headers}")
         if options.max_message_size is not None:

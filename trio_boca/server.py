@@ -18,6 +18,7 @@ connection is then closed under it.
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
 from dataclasses import dataclass
 from functools import partial
@@ -37,7 +38,9 @@ if sys.version_info < (3, 11):
 
 logger = logging.getLogger("trio_boca")
 
-#: Whether `serve()` accepts permessage-deflate unless told: see docs/operations.md.
+#: Whether `serve()` accepts permessage-deflate unless told. Off: without
+#: context takeover (its bounded form) it costs about a tenth of the throughput
+#: on small messages and gains little on them; see docs/operations.md.
 COMPRESSION = False
 
 
@@ -51,24 +54,35 @@ class Address:
 
     host: str
     port: int
+    #: Served over TLS.
+    secure: bool = False
 
     @property
     def url(self) -> str:
-        """The base HTTP URL, e.g. `http://127.0.0.1:8000`."""
+        """The base HTTP URL, e.g. `http://127.0.0.1:8000` (`https://` over TLS)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.secure else 'http'}://{host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """The base WebSocket URL, e.g. `ws://127.0.0.1:8000` (`wss://` over TLS)."""
+        return "ws" + self.url[len("http") :]
 
     @classmethod
     def from_bind(cls, bind: str) -> Address:
-        """Parse what hypercorn reports: `http://127.0.0.1:8000`, `http://[::1]:8000`."""
-        hostport = bind.split("://", 1)[1]
+        """Parse what hypercorn reports: `http://127.0.0.1:8000`, `https://[::1]:8000`."""
+        scheme, hostport = bind.split("://", 1)
         host, _, port = hostport.rpartition(":")
-        return cls(host.strip("[]"), int(port))
+        return cls(host.strip("[]"), int(port), scheme == "https")
 
 
 def make_config(host: str, port: int, shutdown_timeout: float, **settings: Any) -> Config:
-    """hypercorn's configuration with trio_boca's defaults."""
-    config = Config()
+    """hypercorn's configuration with trio_boca's defaults.
+
+    Extra keyword arguments set `Config` attributes (`certfile` and
+    `keyfile` for TLS, say).
+    """
+    config = _hypercorn.TLSConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.graceful_timeout = shutdown_timeout
     config.shutdown_timeout = shutdown_timeout  # for the app's shutdown hooks
@@ -93,6 +107,7 @@ async def serve(
     compression: bool = COMPRESSION,
     proxy_headers: bool | _hypercorn.ProxyHeaders = False,
     forwarded_allow_ips: str = "127.0.0.1,::1",
+    ssl_context: ssl.SSLContext | None = None,
     config: Config | None = None,
     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -109,11 +124,19 @@ async def serve(
     `proxy_headers="forwarded"`, the `Forwarded` header) from the peers in
     `forwarded_allow_ips` (addresses or networks, comma-separated, or "*")
     set the client address, the scheme and the host; from other peers they
-    are ignored. `config` replaces the hypercorn configuration built from
+    are ignored. With `ssl_context` it serves TLS (`https://`, `wss://`).
+    `config` replaces the hypercorn configuration built from
     `host`, `port` and `shutdown_timeout`. Raises `StartupFailed` if the
     app's startup hooks fail, and `OSError` if the address cannot be bound.
     """
     config = config or make_config(host, port, shutdown_timeout)
+    if ssl_context is not None:
+        if not isinstance(config, _hypercorn.TLSConfig):
+            raise ValueError(
+                "ssl_context needs a config from make_config(); "
+                "or set certfile and keyfile on yours"
+            )
+        config.ssl_context = ssl_context
     for name, value in (("ping_interval", ping_interval), ("ping_timeout", ping_timeout)):
         if value < 0:
             raise ValueError(f"{name} must be 0 (off) or more")

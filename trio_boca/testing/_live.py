@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
@@ -51,6 +52,7 @@ class LiveServer(Running):
         compression: bool | None = None,
         proxy_headers: bool | Literal["x-forwarded", "forwarded"] = False,
         forwarded_allow_ips: str = "127.0.0.1,::1",
+        ssl_context: ssl.SSLContext | None = None,
         **config: Any,
     ) -> None:
         if plain and proxy_headers:
@@ -70,13 +72,20 @@ class LiveServer(Running):
         self.config = make_config(host, 0, shutdown_timeout, **config)
         if plain and max_message_size is not None:
             self.config.websocket_max_message_size = max_message_size
+        if ssl_context is not None:
+            self.config.ssl_context = ssl_context  # type: ignore[attr-defined]
         self.host = host
         self.port = 0
 
     @property
+    def address(self) -> Address:
+        """Where the server listens (`.url`, `.ws_url`)."""
+        return Address(self.host, self.port, self.config.ssl_enabled)
+
+    @property
     def url(self) -> str:
-        """The base HTTP URL, e.g. `http://127.0.0.1:35921`."""
-        return Address(self.host, self.port).url
+        """The base HTTP URL, e.g. `http://127.0.0.1:35921` (`https://` over TLS)."""
+        return self.address.url
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[None]:
@@ -113,14 +122,17 @@ class LiveServer(Running):
         headers: Mapping[str, str] | None = None,
         connect_timeout: float = 5.0,
         disconnect_timeout: float = 2.0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> AbstractAsyncContextManager[LiveWebSocket]:
-        """Connect a real WebSocket client to `path` (which may carry a query)."""
+        """Connect a real WebSocket client to `path` (which may carry a query);
+        over TLS, `ssl_context` is the client's (the one that trusts the server)."""
         return connect_websocket(
-            Address(self.host, self.port).url.replace("http://", "ws://", 1) + path,
+            self.address.ws_url + path,
             subprotocols=subprotocols,
             headers=headers,
             connect_timeout=connect_timeout,
             disconnect_timeout=disconnect_timeout,
+            ssl_context=ssl_context,
         )
 
 
@@ -132,10 +144,13 @@ async def connect_websocket(
     headers: Mapping[str, str] | None = None,
     connect_timeout: float = 5.0,
     disconnect_timeout: float = 2.0,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> AsyncIterator[LiveWebSocket]:
     """Connect a real WebSocket client (trio-websocket) to `url`, e.g. `ws://host:port/path`.
 
-    The session has the in-process test client's API. The TCP stream is opened
+    A `wss://` URL connects over TLS, checked with `ssl_context` (by default
+    the system's trusted authorities). The session has the in-process test
+    client's API. The TCP stream is opened
     and closed here, not by trio-websocket: 0.12.2 leaves its socket open when
     the handshake is refused or the server closes first.
     """
@@ -144,19 +159,25 @@ async def connect_websocket(
     from trio_websocket import ConnectionRejected, wrap_client_stream
 
     parts = urlsplit(url)
-    if parts.scheme != "ws" or parts.hostname is None:
-        raise ValueError(f"{url!r} is not a ws:// URL")
-    host, port = parts.hostname, parts.port or 80
+    if parts.scheme not in ("ws", "wss") or parts.hostname is None:
+        raise ValueError(f"{url!r} is not a ws:// or wss:// URL")
+    secure = parts.scheme == "wss"
+    host, port = parts.hostname, parts.port or (443 if secure else 80)
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
 
     try:
         async with open_nursery() as nursery:
+            stream: trio.abc.Stream
             with trio.fail_after(connect_timeout):
                 stream = await trio.open_tcp_stream(host, port)
             try:
                 with trio.fail_after(connect_timeout):
+                    if secure:
+                        context = ssl_context or ssl.create_default_context()
+                        stream = trio.SSLStream(stream, context, server_hostname=host)
+                        await stream.do_handshake()
                     connection = await wrap_client_stream(
                         nursery,
                         stream,
