@@ -123,6 +123,11 @@ class RawClient:
         while await self.stream.receive_some(65536):
             pass
 
+    async def ws_close(self, code: int = 1000) -> None:
+        """Send a close frame with `code`, and read until the server's answer."""
+        await self.stream.send_all(self.ws.send(CloseConnection(code=code)))
+        await self.close_code()
+
     async def abort(self) -> None:
         """Drop the TCP connection without a close frame."""
         await self.stream.aclose()

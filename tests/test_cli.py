@@ -34,10 +34,12 @@ class Server:
         return await self.process.wait()
 
 
-async def start(*args: str, cwd: Path | None = None) -> Server:
+async def start(*args: str, cwd: Path | None = None, stderr: bool = False) -> Server:
+    """Start `trio-boca run` on a free port; with `stderr`, keep its log to read."""
     process = await trio.lowlevel.open_process(
         [*CLI, "run", *args, "--port", "0"],
         stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE if stderr else None,
         cwd=cwd or Path.cwd(),
     )
     assert process.stdout is not None
@@ -210,3 +212,19 @@ async def test_reload_restarts_workers_when_code_changes(tmp_path: Path) -> None
             while await version() != "v2":  # noqa: ASYNC110 - waiting for the reload
                 await trio.sleep(0.1)
         assert await server.stop() == 0
+
+
+async def test_the_access_log_has_a_line_per_websocket_session() -> None:
+    with trio.fail_after(TIMEOUT):
+        server = await start("tests.cli_apps:app", "--access-log", stderr=True)
+        async with connect_websocket(server.ws_url + "/wait") as ws:
+            assert await ws.receive() == "ready"
+            await ws.send("hello")
+        await trio.sleep(0.2)  # the session's end is logged once the server sees it
+        assert await server.stop() == 0
+        assert server.process.stderr is not None
+        log = b""
+        while chunk := await server.process.stderr.receive_some(65536):
+            log += chunk
+    [line] = [line for line in log.decode().splitlines() if "trio_boca.access" in line]
+    assert "WebSocket '/wait'" in line and line.endswith(", closed 1000, 1 in, 1 out")

@@ -12,10 +12,11 @@ import pytest
 import trio
 
 from trio_boca import App, Broadcast, WebSocket
-from trio_boca.testing import LiveServer, connect_websocket
+from trio_boca.metrics import prometheus
+from trio_boca.testing import LiveServer, TestClient, connect_websocket
 
 from .conftest import TIMEOUT, ViewProbe, records
-from .rawclient import RawClient
+from .rawclient import RawClient, Rejected
 
 
 def app_with(probe: ViewProbe, **options: float) -> App:
@@ -247,3 +248,102 @@ async def test_wss_through_the_cli(certificates: Any, tmp_path: Path) -> None:
         ) as client:
             assert await client.receive() == "ready"
         assert await server.stop() == 0
+
+
+# -- what an operator sees ---------------------------------------------------------------
+
+
+def metered_app() -> App:
+    app = App()
+
+    @app.websocket_route("/echo/{room}")
+    async def echo(ws: WebSocket, room: str) -> None:
+        async for message in ws:
+            if message == "crash":
+                raise ValueError("a view that fails")
+            await ws.send(message)
+
+    app.route("/metrics")(prometheus(app))
+    return app
+
+
+def scraped(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus scrape, by name and labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_a_scrape_during_a_load_has_the_known_counts() -> None:
+    import httpx
+
+    app = metered_app()
+    route = (("route", "/echo/{room}"),)
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(app) as server:
+            staying = [await RawClient.connect(server.port, f"/echo/{n}") for n in range(10)]
+            leaving = [await RawClient.connect(server.port, "/echo/x") for _ in range(10)]
+            for client in staying + leaving:
+                for n in range(5):
+                    await client.send(str(n))
+                    assert await client.receive_text() == str(n)
+            for client in leaving:
+                await client.ws_close(4001)  # a close code, passed through by serve()
+            crashing = await RawClient.connect(server.port, "/echo/x")
+            await crashing.send("crash")
+            assert await crashing.close_code() == 1011
+            await crashing.abort()
+            for origin in ("https://a.test", "https://b.test", "https://c.test"):
+                with pytest.raises(Rejected):
+                    await RawClient.connect(server.port, "/echo/x", headers={"origin": origin})
+            with pytest.raises(Rejected):
+                await RawClient.connect(server.port, "/nowhere")
+            with trio.fail_after(2):  # until the server has counted every end
+                while sum(app.metrics.route("/echo/{room}").ends.values()) < 11:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            async with httpx.AsyncClient() as http:
+                response = await http.get(server.url + "/metrics")
+            for client in staying + leaving:
+                await client.abort()
+    assert response.headers["content-type"].startswith("text/plain")
+    samples = scraped(response.text)
+    prefix = "trio_boca_websocket_"
+    assert samples[(prefix + "connections", route)] == 10
+    assert samples[(prefix + "handshakes_total", (*route, ("status", "101")))] == 21
+    assert samples[(prefix + "handshakes_total", (*route, ("status", "403")))] == 3
+    assert samples[(prefix + "handshakes_total", (("route", ""), ("status", "404")))] == 1
+    assert samples[(prefix + "messages_total", (("direction", "in"), *route))] == 101
+    assert samples[(prefix + "messages_total", (("direction", "out"), *route))] == 100
+    assert samples[(prefix + "closes_total", (("code", "4001"), *route))] == 10
+    assert samples[(prefix + "closes_total", (("code", "1011"), *route))] == 1
+    assert samples[(prefix + "ends_total", (("reason", "client_left"), *route))] == 10
+    assert samples[(prefix + "ends_total", (("reason", "failed"), *route))] == 1
+    assert samples[(prefix + "refusals_total", (("reason", "origin"),))] == 3
+
+
+async def test_the_counts_in_process_and_the_access_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trio_boca.access")
+    app = metered_app()
+    with trio.fail_after(TIMEOUT):
+        async with TestClient(app) as client, client.websocket("/echo/lobby") as ws:
+            for word in ("one", "two"):
+                await ws.send(word)
+                await ws.receive()
+    counts = app.metrics.snapshot()["routes"]["/echo/{room}"]
+    assert counts == {
+        "open": 0,
+        "handshakes": {101: 1},
+        "closes": {1000: 1},
+        "ends": {"client_left": 1},
+        "messages_in": 2,
+        "messages_out": 2,
+    }
+    [line] = [r.getMessage() for r in caplog.records if r.name == "trio_boca.access"]
+    assert line.startswith("testclient:50000 WebSocket '/echo/lobby' ")
+    assert line.endswith(", closed 1000, 2 in, 2 out")

@@ -36,12 +36,15 @@ from ._errors import leaves, sole_error, split_errors
 from ._hypercorn import ENDED_BY, write_deadline
 from ._messages import Message
 from .guards import Check
+from .metrics import RouteTally
 from .websockets import WebSocket, WebSocketDisconnect, WebSocketState, chosen_close
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 logger = logging.getLogger("trio_boca")
+#: One line per WebSocket session (`trio-boca run --access-log`).
+access_log = logging.getLogger("trio_boca.access")
 
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
@@ -178,20 +181,34 @@ class Connection:
         "_room",
         "_scope",
         "_send",
+        "_started",
         "_told",
         "departure",
         "end",
         "gone",
         "limits",
+        "received",
+        "sent",
+        "tally",
         "ws",
     )
 
     def __init__(
-        self, scope: Message, receive: Receive, send: Send, limits: Limits, **options: Any
+        self,
+        scope: Message,
+        receive: Receive,
+        send: Send,
+        limits: Limits,
+        tally: RouteTally,
+        **options: Any,
     ) -> None:
         self._receive = receive
         self._send = send
         self.limits = limits
+        #: The route's counts (see `metrics.py`), and this connection's messages.
+        self.tally = tally
+        self.received = self.sent = 0
+        self._started = trio.current_time()
         self.ws = WebSocket(scope, self, **options)
         #: Why the connection ends, once that is known.
         self.end: Ending | None = None
@@ -249,8 +266,11 @@ class Connection:
             if connections is not None:
                 connections.discard(self)
         self.end = self._conclude(outcome)
+        accepted = self.ws.connection_state is not WebSocketState.REJECTED
+        accepted = accepted and self.ws.connection_state is not WebSocketState.CONNECTING
         await self._close(self.end, outcome)
         await self._drain()
+        self._record(accepted, outcome)
         if outcome is None:
             return None
         _, unlogged = split_errors(outcome)
@@ -327,6 +347,36 @@ class Connection:
             why = reason or ending.end.value
             detail = f": {ending.reason}" if ending.reason and ending.reason != why else ""
             logger.log(closing.level, "WebSocket %r %s (%s)%s", path, done, why, detail)
+
+    def _record(self, accepted: bool, outcome: BaseException | None) -> None:
+        """Count how this connection ended, and write its access line."""
+        assert self.end is not None
+        tally = self.tally
+        if accepted:
+            tally.open -= 1
+        code = self.ws.close_code
+        if code is not None:
+            tally.closes[code] += 1
+        error = sole_error(outcome) if outcome is not None else None
+        coded = self.end.end is End.CODED_ERROR and error is not None
+        tally.ends[type(error).__name__ if coded else self.end.end.name.lower()] += 1
+        if access_log.isEnabledFor(logging.INFO):
+            client = self.ws.client
+            access_log.info(
+                "%s WebSocket %r %.3f s, closed %s, %d in, %d out",
+                f"{client[0]}:{client[1]}" if client else "-",
+                self.ws.scope["path"],
+                trio.current_time() - self._started,
+                "-" if code is None else code,
+                self.received,
+                self.sent,
+            )
+
+    def answered(self, status: int) -> None:
+        """The handshake was answered: 101 (accepted), or an HTTP status."""
+        self.tally.handshakes[status] += 1
+        if status == 101:
+            self.tally.open += 1
 
     async def _drain(self) -> None:
         """Read the server until it reports the disconnect, dropping what arrives.
@@ -459,6 +509,8 @@ class Connection:
         self._queued -= size
         if self._room is not None:
             self._room.set()
+        self.received += 1
+        self.tally.messages_in += 1
         return message
 
     async def send(self, message: Message) -> None:
@@ -471,6 +523,9 @@ class Connection:
             await self._send(message)
         except _TRANSPORT_ERRORS:
             self.gone = True
+        else:
+            self.sent += 1
+            self.tally.messages_out += 1
         finally:
             write_deadline.reset(token)
 

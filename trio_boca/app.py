@@ -15,6 +15,7 @@ from ._connection import Connection, Limits, Receive, Send
 from ._messages import MESSAGE_TYPES, MessageType
 from .guards import Check, Guard, OriginPolicy
 from .http import ClientDisconnected, HTTPError, Request, Response, plain
+from .metrics import Metrics
 from .routing import Router
 from .websockets import DEFAULT_CAUGHT_CLOSE_CODES
 
@@ -38,6 +39,7 @@ RAISE_EXCEPTIONS = "trio_boca.raise_server_exceptions"
 
 @dataclass(frozen=True)
 class WebSocketRoute:
+    pattern: str
     view: Callable[..., Awaitable[None]]
     auto_accept: bool
     receive_type: MessageType
@@ -98,6 +100,8 @@ class App:
         )
         #: The origin policy and connection limits every WebSocket handshake passes.
         self.guard = Guard(allowed_origins, max_connections, max_connections_per_client)
+        #: What the app's WebSocket connections have done: `metrics.snapshot()`.
+        self.metrics = Metrics(self.guard.refusals.counts)
         self._checks: list[Check] = []
         self.http_routes: Router[HTTPRoute] = Router("HTTP")
         self.websocket_routes: Router[WebSocketRoute] = Router("WebSocket")
@@ -174,6 +178,7 @@ class App:
         def register(view: View) -> View:
             _require_async("WebSocket view", view)
             route = WebSocketRoute(
+                pattern,
                 view,
                 auto_accept,
                 value_type or receive_type or "text",
@@ -317,13 +322,16 @@ class App:
             return  # the client left before the handshake began
         found = self.websocket_routes.match(scope["path"])
         if found is None:
+            self.metrics.route("").handshakes[404] += 1
             await _refuse_unknown_path(scope, send)
             return
         route, params = found
         scope["path_params"] = params
+        tally = self.metrics.route(route.pattern)
         refusal = self.guard.admit(scope, route.origins)
         if refusal is not None:
-            await Connection(scope, receive, send, self.limits).run(refusal, {}, auto_accept=False)
+            connection = Connection(scope, receive, send, self.limits, tally)
+            await connection.run(refusal, {}, auto_accept=False)
             return
         try:
             connection = Connection(
@@ -331,6 +339,7 @@ class App:
                 receive,
                 send,
                 self.limits,
+                tally,
                 receive_type=route.receive_type,
                 send_type=route.send_type,
                 caught_close_codes=route.caught_close_codes,

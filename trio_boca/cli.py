@@ -113,6 +113,11 @@ def parser() -> argparse.ArgumentParser:
         help="accept permessage-deflate (without context takeover: memory stays bounded); "
         "default off",
     )
+    run.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log a line per HTTP request and per WebSocket session (at INFO)",
+    )
     run.add_argument("--certfile", help="serve TLS (https, wss) with this certificate chain")
     run.add_argument("--keyfile", help="the private key of --certfile")
     run.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # set by the supervisor
@@ -122,6 +127,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     options = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("trio_boca.access", "hypercorn.access"):
+        logging.getLogger(name).setLevel(logging.INFO if options.access_log else logging.WARNING)
     try:
         if options.workers < 1:
             raise UsageError("--workers must be at least 1")
@@ -164,11 +171,15 @@ def _run(function: Any, *args: Any) -> int:
 async def _serve(app: Any, options: argparse.Namespace) -> int:
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
-            tls = {"certfile": options.certfile, "keyfile": options.keyfile}
+            settings = {"certfile": options.certfile, "keyfile": options.keyfile}
+            if options.access_log:
+                settings["accesslog"] = logging.getLogger("hypercorn.access")
             if options.fd is None:
-                config = make_config(options.host, options.port, options.shutdown_timeout, **tls)
+                config = make_config(
+                    options.host, options.port, options.shutdown_timeout, **settings
+                )
             else:
-                config = make_config(options.host, 0, options.shutdown_timeout, **tls)
+                config = make_config(options.host, 0, options.shutdown_timeout, **settings)
                 config.bind = [f"fd://{options.fd}"]
             address = await nursery.start(
                 lambda task_status: serve(
@@ -223,6 +234,8 @@ async def _supervise(options: argparse.Namespace) -> int:
         command += ["--ping-interval", str(options.ping_interval)]
         command += ["--ping-timeout", str(options.ping_timeout)]
         command += ["--compression", options.compression]
+        if options.access_log:
+            command.append("--access-log")
         if options.certfile is not None:
             command += ["--certfile", options.certfile, "--keyfile", options.keyfile]
         if options.proxy_headers:
