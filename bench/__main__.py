@@ -91,14 +91,18 @@ def loaded(server: Server, *args: Any) -> dict[str, Any]:
     return result
 
 
-def idle_memory(name: str, port: int, connections: int) -> float:
-    """Server RSS growth per idle connection, in KiB (a fresh server each time)."""
+def idle_memory(name: str, port: int, connections: int, mode: str = "idle") -> float:
+    """Server RSS growth per idle connection, in KiB (a fresh server each time).
+
+    With mode "idle-deflate" the clients offer permessage-deflate, as every
+    browser does, and exchange one compressed message where it is accepted.
+    """
     server = Server(name, port)
     try:
         time.sleep(0.3)
         before = server.rss_kib()
         holder = subprocess.Popen(
-            [sys.executable, "-m", "bench.client", "idle", str(port), str(connections)],
+            [sys.executable, "-m", "bench.client", mode, str(port), str(connections)],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -137,6 +141,9 @@ def run(rounds: int, seconds: float) -> dict[str, Any]:
                 port += 1
                 kib = idle_memory(name, port, connections)
                 results[name].setdefault(f"memory {connections}", []).append(kib)
+            port += 1
+            kib = idle_memory(name, port, 1000, "idle-deflate")
+            results[name].setdefault("memory deflate 1000", []).append(kib)
     clients = [test_clients(seconds / 2) for _ in range(rounds)]
     return {"servers": results, "test clients": clients}
 
@@ -230,6 +237,11 @@ def report(data: dict[str, Any], fanout: str, rounds: int, seconds: float) -> st
             + " | ".join(cell(n, f"memory {connections}", None, 1) for n in FRAMEWORKS)
             + " |"
         )
+    lines.append(
+        "| 1,000, client offering permessage-deflate | "
+        + " | ".join(cell(n, "memory deflate 1000", None, 1) for n in FRAMEWORKS)
+        + " |"
+    )
     lines += [
         "",
         "## Who was busy (cores used during the echo loads, median)",
@@ -288,6 +300,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
         ("churn 16", "connections_per_s", "churn"),
         ("memory 1000", None, "memory/conn, 1k\n(lower is better)"),
         ("memory 5000", None, "memory/conn, 5k\n(lower is better)"),
+        ("memory deflate 1000", None, "memory/conn,\nclient offers\ndeflate"),
     ]
     peers = [n for n in FRAMEWORKS if n != "raw"]
     figure, axes = plt.subplots(figsize=(10, 4.5))

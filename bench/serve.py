@@ -62,8 +62,15 @@ async def under_trio_boca(
     from trio_boca.server import make_config, serve
 
     config = make_config("127.0.0.1", port, GRACEFUL, backlog=BACKLOG)
+    compression = name.endswith("-compression")  # "trio_boca-serve-compression": on
     async with trio.open_nursery() as nursery:
-        run = partial(serve, APPS["trio_boca"](), shutdown_timeout=GRACEFUL, config=config)
+        run = partial(
+            serve,
+            APPS["trio_boca"](),
+            shutdown_timeout=GRACEFUL,
+            config=config,
+            compression=compression,
+        )
         await nursery.start(run)
         task_status.started()
         await stop.wait()
@@ -90,6 +97,7 @@ async def under_trio_websocket(
 Serve = Callable[..., Awaitable[None]]
 SERVERS: dict[str, Serve] = {
     "trio_boca-serve": under_trio_boca,
+    "trio_boca-serve-compression": under_trio_boca,
     "trio-websocket": under_trio_websocket,
 }
 
