@@ -266,8 +266,7 @@ class Connection:
             if connections is not None:
                 connections.discard(self)
         self.end = self._conclude(outcome)
-        accepted = self.ws.connection_state is not WebSocketState.REJECTED
-        accepted = accepted and self.ws.connection_state is not WebSocketState.CONNECTING
+        accepted = self.ws.connection_state in (WebSocketState.CONNECTED, WebSocketState.CLOSED)
         await self._close(self.end, outcome)
         await self._drain()
         self._record(accepted, outcome)
@@ -354,6 +353,8 @@ class Connection:
         tally = self.tally
         if accepted:
             tally.open -= 1
+        elif self.ws.connection_state is WebSocketState.CONNECTING:
+            tally.handshakes[500] += 1  # left unanswered: the server answers 500
         code = self.ws.close_code
         if code is not None:
             tally.closes[code] += 1

@@ -33,11 +33,12 @@ What hypercorn 0.18 does not give us, and how we stand in for it:
 7. **Write deadlines.** hypercorn writes with a shielded `send_all`: a client
    that stops reading holds any task that writes to it, for ever (and the
    server past its stop). The app says, in `write_deadline`, by when the
-   write under way must be done; hypercorn's stream is wrapped so that its
-   `send_all` gives up then (a deadline of its own works inside a shield),
-   aborts the transport, and fails as a broken stream does, which hypercorn
-   already answers by ending the connection. The disconnect the app then
-   gets is ended by `write_timeout`.
+   write under way must be done; hypercorn's stream is wrapped so that a
+   write notes its deadline while it lasts, and one task per `serve()` run
+   (`Live.reap`) aborts the transport of a write past its deadline, which
+   hypercorn then answers as a broken stream, by ending the connection. The
+   disconnect the app gets is ended by `write_timeout`. (A cancel scope
+   around each write would do the same, at a tenth of the echo throughput.)
 8. **Keepalive with a deadline.** hypercorn's `websocket_ping_interval`
    sends pings but never looks for the pongs, so a peer that vanished
    without a FIN (a phone in a tunnel) is never noticed. Our pinger waits
@@ -94,6 +95,9 @@ ENDED_BY = "trio_boca.ended_by"
 #: writes; None: no deadline (hypercorn's own writes).
 write_deadline: ContextVar[float | None] = ContextVar("trio_boca_write_deadline", default=None)
 
+#: How often `Live.reap` looks for writes past their deadline, in seconds.
+REAP_EVERY = 0.25
+
 
 @dataclass
 class Live:
@@ -106,6 +110,16 @@ class Live:
 
     def __post_init__(self) -> None:
         self.streams: set[Any] = set()
+        #: The streams with a write under way that has a deadline.
+        self.writing: set[_DeadlineStream] = set()
+
+    async def reap(self) -> None:
+        """Abort the writes that outlive their deadline, for as long as the run lasts."""
+        while True:
+            await trio.sleep(REAP_EVERY)
+            now = trio.current_time()
+            for stream in [s for s in self.writing if s.deadline is not None and now >= s.deadline]:
+                await stream.expire()
 
     async def abort(self) -> int:
         """Close every stream still open; returns how many there were."""
@@ -169,11 +183,14 @@ class TLSConfig(Config):
 
 
 class _DeadlineStream:
-    """hypercorn's stream, whose `send_all` gives up at `write_deadline` (adaptation 7)."""
+    """hypercorn's stream, whose writes note their deadline while they last (adaptation 7)."""
 
-    def __init__(self, stream: Any, server: Any) -> None:
+    def __init__(self, stream: Any, server: Any, live: Live) -> None:
         self._stream = stream
         self._server = server
+        self._live = live
+        #: The deadline of the write under way, if it has one.
+        self.deadline: float | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -183,17 +200,25 @@ class _DeadlineStream:
         if deadline is None:
             await self._stream.send_all(data)
             return
-        with trio.CancelScope(deadline=deadline) as write:  # inside hypercorn's shield
+        # hypercorn holds a lock around each write: one at a time per stream.
+        self.deadline = deadline
+        self._live.writing.add(self)
+        try:
             await self._stream.send_all(data)
-        if write.cancelled_caught:
-            # Marked before the socket closes: whichever of hypercorn's tasks
-            # then tells the app, the disconnect says why.
-            websocket = getattr(getattr(self._server.protocol, "protocol", None), "stream", None)
-            if websocket is not None:
-                reason = "a write did not complete by its deadline"
-                websocket.trio_boca_client_close = (1006, reason, "write_timeout")
-            await trio.aclose_forcefully(self._stream)
-            raise trio.BrokenResourceError("the client read nothing before the write deadline")
+        finally:
+            self.deadline = None
+            self._live.writing.discard(self)
+
+    async def expire(self) -> None:
+        """The write under way is past its deadline: end the connection."""
+        # Marked before the socket closes: whichever of hypercorn's tasks
+        # then tells the app, the disconnect says why.
+        websocket = getattr(getattr(self._server.protocol, "protocol", None), "stream", None)
+        if websocket is not None:
+            reason = "a write did not complete by its deadline"
+            websocket.trio_boca_client_close = (1006, reason, "write_timeout")
+        self._live.writing.discard(self)
+        await trio.aclose_forcefully(self._stream)  # the write fails, as on a broken stream
 
     async def aclose(self) -> None:
         await self._stream.aclose()
@@ -335,7 +360,7 @@ def _patch() -> None:
         if live is None:
             await run(self)
             return
-        self.stream = _DeadlineStream(self.stream, self)
+        self.stream = _DeadlineStream(self.stream, self, live)
         live.streams.add(self.stream)
         try:
             await run(self)

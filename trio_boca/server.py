@@ -194,6 +194,7 @@ async def _run(
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(stop_when_asked)
+                nursery.start_soon(live.reap)
                 async with trio.open_nursery() as server:
                     run = partial(hypercorn_serve, served, config, shutdown_trigger=stopping.wait)
                     bound: list[str] = await server.start(run)
