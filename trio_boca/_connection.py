@@ -419,7 +419,8 @@ class Connection:
                     self.stop(Ending(End.STALLED, 1008, detail))
                     return
             elif kind == "websocket.disconnect":
-                code, reason = message.get("code", 1005), message.get("reason") or ""
+                # An int: a server may hand an IntEnum (wsproto's CloseReason).
+                code, reason = int(message.get("code", 1005)), message.get("reason") or ""
                 ended_by = message.get(ENDED_BY)  # the server ended it: why
                 if ended_by is not None and self.end is None:
                     self.end = Ending(End[ended_by.upper()], code, reason)

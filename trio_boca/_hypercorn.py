@@ -246,7 +246,7 @@ def _patch() -> None:
         # hypercorn answers a client's close frame with the same code and
         # reason, in state REMOTE_CLOSING: the one moment both are at hand.
         if closing and self.connection.state is ConnectionState.REMOTE_CLOSING:
-            self.trio_boca_client_close = (event.code, event.reason or "", None)
+            self.trio_boca_client_close = (int(event.code), event.reason or "", None)
         # Its own 1009, while the app has the socket open: a message too big.
         oversized = (
             closing
