@@ -9,7 +9,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_boca import WebSocketDisconnect
+from trio_boca import App, WebSocket, WebSocketDisconnect
 from trio_boca.testing import ClientWebSocket, LiveServer, TestClient, WebSocketRejected
 
 #: Every test that touches a connection runs under `trio.fail_after(TIMEOUT)`.
@@ -46,6 +46,18 @@ def serve(request: pytest.FixtureRequest) -> Transport:
 
 
 # --8<-- [end:transport]
+
+
+def echo_app(**options: Any) -> App:
+    """An app whose /echo sends back every message, made with `App(**options)`."""
+    app = App(**options)
+
+    @app.websocket_route("/echo")
+    async def echo(ws: WebSocket) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    return app
 
 
 async def task_baseline() -> int:

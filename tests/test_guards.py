@@ -14,20 +14,9 @@ import trio
 from trio_boca import App, Request, Response, WebSocket
 from trio_boca.testing import LiveServer, TestClient, WebSocketRejected
 
-from .conftest import TIMEOUT, Transport, records, refused, server_close
+from .conftest import TIMEOUT, Transport, echo_app, records, refused, server_close
 from .rawclient import RawClient, Rejected
 from .test_release import stuck_sockets
-
-
-def echo_app(**options: Any) -> App:
-    app = App(**options)
-
-    @app.websocket_route("/echo")
-    async def echo(ws: WebSocket) -> None:
-        async for message in ws:
-            await ws.send(message)
-
-    return app
 
 
 async def status(server: TestClient | LiveServer, origin: str | None, path: str = "/echo") -> int:

@@ -15,7 +15,7 @@ from trio_boca import App, Broadcast, WebSocket
 from trio_boca.metrics import prometheus
 from trio_boca.testing import LiveServer, TestClient, connect_websocket
 
-from .conftest import TIMEOUT, ViewProbe, records
+from .conftest import TIMEOUT, ViewProbe, echo_app, records
 from .rawclient import RawClient, Rejected
 
 
@@ -137,17 +137,6 @@ async def test_a_broadcast_relay_to_a_stuck_client_is_ended_too() -> None:
 
 
 # -- compression -----------------------------------------------------------------------
-
-
-def echo_app() -> App:
-    app = App()
-
-    @app.websocket_route("/echo")
-    async def echo(ws: WebSocket) -> None:
-        async for message in ws:
-            await ws.send(message)
-
-    return app
 
 
 REPETITIVE = "trio_boca " * 2_000  # 20,000 characters that compress well

@@ -220,9 +220,6 @@ class _DeadlineStream:
         self._live.writing.discard(self)
         await trio.aclose_forcefully(self._stream)  # the write fails, as on a broken stream
 
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
 
 def _patch() -> None:
     from hypercorn.protocol import ws_stream
