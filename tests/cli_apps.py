@@ -61,3 +61,11 @@ async def origin_page(req: Request, res: Response) -> None:
 async def page_echo(ws: WebSocket) -> None:
     async for message in ws:
         await ws.send(message)
+
+
+#: Targets that are not apps: `trio-boca run` says so in one line.
+TEXT = "<!doctype html><title>not an app</title>"
+
+
+def handler() -> None:
+    """A plain function, not an ASGI application."""

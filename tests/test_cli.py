@@ -102,6 +102,15 @@ async def test_the_console_script_and_the_demo_page() -> None:
         ("nowhere:app", "cannot import 'nowhere': no module named 'nowhere'"),
         ("tests.cli_apps:nothing", "module 'tests.cli_apps' has no attribute 'nothing'"),
         ("tests.cli_apps", "'tests.cli_apps' is not module:attribute"),
+        (
+            "tests.cli_apps:TEXT",
+            "tests.cli_apps:TEXT is a str, not an ASGI application (an async callable",
+        ),
+        (
+            "tests.cli_apps:handler",
+            "tests.cli_apps:handler is the function 'handler', not an ASGI application",
+        ),
+        ("tests.cli_apps:App", "tests.cli_apps:App is the class App, not an ASGI application"),
     ],
 )
 def test_a_bad_target_is_one_clear_line(target: str, message: str) -> None:
@@ -153,6 +162,25 @@ async def test_workers_get_the_message_size_and_proxy_options() -> None:
                 await ws.receive()
         assert closed.value.code == 1009
         assert await server.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        ("app = (\n", "SyntaxError"),
+        ("import a_dependency_not_installed\n", "No module named 'a_dependency_not_installed'"),
+    ],
+)
+def test_an_error_inside_the_module_is_its_traceback_and_exits_1(
+    tmp_path: Path, source: str, error: str
+) -> None:
+    (tmp_path / "faulty.py").write_text(source)
+    result = subprocess.run(
+        [*CLI, "run", "faulty:app"], capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("Traceback")
+    assert 'faulty.py", line 1' in result.stderr and error in result.stderr
 
 
 def test_a_failing_startup_shows_the_error_once_and_exits_1() -> None:

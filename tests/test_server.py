@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from trio_boca import App, Request, Response, WebSocket, WebSocketDisconnect, _hypercorn
-from trio_boca.server import Address
+from trio_boca.server import Address, serve
 from trio_boca.testing import LiveServer, connect_websocket
 
 from .conftest import TIMEOUT
@@ -152,6 +152,15 @@ async def test_a_port_in_use_is_an_os_error() -> None:
     assert error.value.errno == errno.EADDRINUSE
     del error  # its traceback holds hypercorn's leaked socket; meet it here,
     gc.collect()  # under this test's filter, not at the end of the session
+
+
+async def test_serving_what_is_not_an_asgi_app_is_a_type_error() -> None:
+    async def no_arguments() -> None:
+        pass
+
+    for target in ("<html>", no_arguments, App):
+        with pytest.raises(TypeError, match="not an ASGI application"):
+            await serve(target)
 
 
 def test_the_hypercorn_adaptation_covers_the_installed_hypercorn() -> None:

@@ -26,7 +26,7 @@ import trio
 
 from ._errors import plain_errors
 from ._hypercorn import trusted_peers
-from .server import StartupFailed, make_config, serve
+from .server import StartupFailed, make_config, require_asgi, serve
 
 EXIT_USAGE = 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -52,9 +52,14 @@ def load_app(target: str) -> Any:
             ) from None
         raise
     try:
-        return getattr(module, attribute)
+        app = getattr(module, attribute)
     except AttributeError:
         raise UsageError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    try:
+        require_asgi(app)
+    except TypeError as exc:
+        raise UsageError(f"{target} is {exc}") from None
+    return app
 
 
 def parser() -> argparse.ArgumentParser:

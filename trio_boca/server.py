@@ -17,6 +17,7 @@ connection is then closed under it.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import ssl
 import sys
@@ -76,6 +77,37 @@ class Address:
         return cls(host.strip("[]"), int(port), scheme == "https")
 
 
+def require_asgi(app: Any) -> None:
+    """Raise `TypeError` unless `app` can be called as `await app(scope, receive, send)`.
+
+    Checked before serving, so that a wrong target (a module attribute that
+    is a page's text, say) is one clear error rather than a failure inside
+    hypercorn on the first request.
+    """
+    call = None
+    if inspect.isroutine(app) or isinstance(app, partial):
+        call = app
+    elif callable(app) and not isinstance(app, type):
+        call = app.__call__
+    try:
+        fits = inspect.iscoroutinefunction(call) and bool(
+            inspect.signature(call).bind(None, None, None)
+        )
+    except (TypeError, ValueError):
+        fits = False
+    if not fits:
+        if isinstance(app, type):
+            what = f"the class {app.__name__}"
+        elif inspect.isroutine(app):
+            what = f"the function {getattr(app, '__name__', app)!r}"
+        else:
+            what = f"a {type(app).__name__}"
+        raise TypeError(
+            f"{what}, not an ASGI application "
+            "(an async callable taking scope, receive, send, such as a trio_boca.App)"
+        )
+
+
 def make_config(host: str, port: int, shutdown_timeout: float, **settings: Any) -> Config:
     """hypercorn's configuration with trio_boca's defaults.
 
@@ -127,8 +159,11 @@ async def serve(
     are ignored. With `ssl_context` it serves TLS (`https://`, `wss://`).
     `config` replaces the hypercorn configuration built from
     `host`, `port` and `shutdown_timeout`. Raises `StartupFailed` if the
-    app's startup hooks fail, and `OSError` if the address cannot be bound.
+    app's startup hooks fail, `OSError` if the address cannot be bound,
+    `TypeError` if `app` is not an ASGI application, and `ValueError` for an
+    option out of range.
     """
+    require_asgi(app)
     config = config or make_config(host, port, shutdown_timeout)
     if ssl_context is not None:
         if not isinstance(config, _hypercorn.TLSConfig):
