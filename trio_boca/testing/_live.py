@@ -89,6 +89,7 @@ class LiveServer(Running):
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[None]:
+        require_client()  # before serving: fail where the test starts, not mid-test
         async with open_nursery() as nursery:
             if self.plain:
                 stop = trio.Event()
@@ -156,6 +157,7 @@ async def connect_websocket(
     """
     from urllib.parse import urlsplit
 
+    require_client()
     from trio_websocket import ConnectionRejected, wrap_client_stream
 
     parts = urlsplit(url)
@@ -199,6 +201,22 @@ async def connect_websocket(
     except ConnectionRejected as exc:  # raised in trio-websocket's reader task
         headers_ = Headers.from_raw(exc.headers or ())
         raise WebSocketRejected(exc.status_code, headers_, exc.body or b"") from None
+
+
+def require_client() -> None:
+    """Raise `ModuleNotFoundError` naming the extra if trio-websocket is missing.
+
+    It is an optional dependency (the `testing` extra): a plain ImportError
+    deep in a test's nursery would not say what to install.
+    """
+    try:
+        import trio_websocket  # noqa: F401
+    except ImportError:
+        raise ModuleNotFoundError(
+            "LiveServer and connect_websocket need trio-websocket: "
+            'pip install "trio_boca[testing]"',
+            name="trio_websocket",
+        ) from None
 
 
 class LiveWebSocket(ClientWebSocket):
