@@ -29,6 +29,14 @@ async def connect_to_database() -> None:
     raise ConnectionRefusedError("database at db:5432 refused")
 
 
+crashing = App()
+
+
+@crashing.on("startup")
+async def read_settings() -> None:
+    raise KeyError("DATABASE_URL")
+
+
 @app.route("/client")
 async def client(req: Request, res: Response) -> None:
     res.text = req.client[0] if req.client else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -183,15 +184,55 @@ def test_an_error_inside_the_module_is_its_traceback_and_exits_1(
     assert 'faulty.py", line 1' in result.stderr and error in result.stderr
 
 
-def test_a_failing_startup_shows_the_error_once_and_exits_1() -> None:
+def test_the_chat_demo_without_redis_says_so_in_one_line() -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
     result = subprocess.run(
-        [*CLI, "run", "tests.cli_apps:broken", "--port", "0"],
+        [*CLI, "run", "examples.chat.app:app", "--port", "0", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT * 2,
+        env={**os.environ, "CHAT_BROADCAST": url},
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR")]
+    assert (
+        errors
+        == [
+            "ERROR trio_boca: startup hook start_broadcast failed: "
+            f"BroadcastUnavailable: cannot reach Redis at {url}"
+        ]
+        * 2
+    )  # once per worker
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("target", "error", "traceback"),
+    [
+        (
+            "broken",
+            "startup hook connect_to_database failed: "
+            "ConnectionRefusedError: database at db:5432 refused",
+            False,  # a service that cannot be reached: one line
+        ),
+        ("crashing", "startup hook read_settings failed: KeyError: 'DATABASE_URL'", True),
+    ],
+)
+def test_a_failing_startup_shows_the_error_once_and_exits_1(
+    target: str, error: str, traceback: bool
+) -> None:
+    result = subprocess.run(
+        [*CLI, "run", f"tests.cli_apps:{target}", "--port", "0"],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
     )
     assert result.returncode == 1
-    assert result.stderr.count("ConnectionRefusedError: database at db:5432 refused") == 1
+    assert result.stderr.count(f"ERROR trio_boca: {error}") == 1
+    assert ("Traceback" in result.stderr) is traceback
     assert result.stderr.rstrip().endswith(
         "trio-boca: the app's startup failed (see above); not serving"
     )

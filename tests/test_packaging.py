@@ -3,6 +3,7 @@ environment with the commands docs/index.md gives, and used from there."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -63,8 +64,10 @@ def run(*command: str | Path, cwd: Path = ROOT) -> str:
 def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel, built as docs/index.md says, and the sdist."""
     out = tmp_path_factory.mktemp("dist")
+    shutil.rmtree(ROOT / "build", ignore_errors=True)  # setuptools' leftovers would ship
     run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", out, ".", "--quiet")
     run(sys.executable, "-m", "build", "--sdist", "--outdir", out, ".")
+    shutil.rmtree(ROOT / "build", ignore_errors=True)
     return out
 
 

@@ -373,9 +373,11 @@ class App:
             for hook in self._hooks[event]:
                 await hook()
         except Exception as exc:
-            logger.error("%s hook failed", event, exc_info=exc)
-            self.startup_failed = event == "startup"
             message = f"{event} hook {_name(hook)} failed: {type(exc).__name__}: {exc}"
+            # A service that cannot be reached (a database, Redis) is not a bug
+            # in the app: its message says which, and a traceback adds nothing.
+            logger.error(message, exc_info=None if isinstance(exc, OSError) else exc)
+            self.startup_failed = event == "startup"
             await send({"type": f"lifespan.{event}.failed", "message": message})
             return False
         await send({"type": f"lifespan.{event}.complete"})

@@ -55,8 +55,11 @@ class SlowSubscriber(Exception):
         super().__init__(self.reason)
 
 
-class BroadcastUnavailable(Exception):
+class BroadcastUnavailable(ConnectionError):
     """The broadcast cannot deliver: its Redis connection is down.
+
+    A `ConnectionError`, so that a startup hook that cannot reach Redis is
+    reported as one line, like any service that cannot be reached.
 
     Raised by `publish()` and `subscribe()` while it is down, and by the
     iteration of every subscription open when it went down (what was
