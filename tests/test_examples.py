@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import subprocess
 import sys
 
 import pytest
@@ -65,6 +67,49 @@ async def test_terminal_client_talks_to_the_echo_server() -> None:
     lines = result.stdout.decode().splitlines()
     assert lines[0] == f"connected to {url}; type a message, Ctrl-D to leave"
     assert "< hello" in lines and "< again" in lines
+
+
+async def test_terminal_client_leaves_in_one_line_when_the_server_closes() -> None:
+    from trio_boca.testing import LiveServer
+
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(echo_app) as server:
+            url = f"ws://127.0.0.1:{server.port}/echo"
+            client = await trio.lowlevel.open_process(
+                [sys.executable, "examples/client.py", url],
+                stdin=subprocess.PIPE,  # held open: the client is still reading the keyboard
+                stdout=subprocess.PIPE,
+            )
+            assert client.stdout is not None
+            output = b""
+            while b"Ctrl-D" not in output:
+                output += await client.stdout.receive_some()
+        # The server has stopped: the client says how, and exits by itself.
+        while chunk := await client.stdout.receive_some():
+            output += chunk
+        assert await client.wait() == 0
+    assert output.decode().splitlines()[-1] == (
+        "the server closed the connection: 1001 server shutting down"
+    )
+
+
+async def test_terminal_client_without_a_server_is_one_line() -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    url = f"ws://127.0.0.1:{port}/echo"
+    with trio.fail_after(TIMEOUT):
+        result = await trio.run_process(
+            [sys.executable, "examples/client.py", url],
+            stdin=b"",
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    assert result.returncode == 1
+    [line] = result.stderr.decode().splitlines()
+    assert line.startswith(f"cannot connect to {url}: ")
+    assert result.stdout == b""
 
 
 async def test_clock_stops_when_its_client_leaves(serve: Transport) -> None:
