@@ -33,8 +33,8 @@ async def show_replies(ws: WebSocketConnection, heard: list[float], done: trio.C
             heard.append(trio.current_time())
             print(f"< {message!s}", flush=True)
     except ConnectionClosed as closed:
-        reason = closed.reason
-        print(f"the server closed the connection: {reason.code} {reason.reason or ''}".rstrip())
+        code, why = (closed.reason.code, closed.reason.reason) if closed.reason else (1006, "")
+        print(f"the server closed the connection: {code} {why or ''}".rstrip())
         done.cancel()  # stop reading the keyboard: nothing can be sent any more
 
 
