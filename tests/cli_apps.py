@@ -37,6 +37,14 @@ async def read_settings() -> None:
     raise KeyError("DATABASE_URL")
 
 
+dying = App()
+
+
+@dying.on("startup")
+async def die() -> None:
+    os._exit(9)  # a worker that crashes as soon as it starts, every time
+
+
 @app.route("/client")
 async def client(req: Request, res: Response) -> None:
     res.text = req.client[0] if req.client else ""

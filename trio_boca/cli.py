@@ -4,7 +4,7 @@ One worker serves in this process. With `--workers N` or `--reload`, this
 process becomes a small supervisor: it binds the socket itself and hands it
 to worker processes (each a full trio_boca server, so each closes its
 WebSockets with 1001 when stopped), and with `--reload` it restarts them when
-a Python file under the current directory changes.
+a Python file under the current directory changes (see `_supervisor`).
 
 SIGINT (Ctrl-C) and SIGTERM stop gracefully: see `trio_boca.server`.
 """
@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import os
 import signal
 import socket
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import trio
 
 from ._errors import plain_errors
 from ._hypercorn import trusted_peers
+from ._supervisor import EXIT_NOT_STARTED, Supervisor
 from .server import StartupFailed, make_config, require_asgi, serve
 
 EXIT_USAGE = 2
@@ -70,7 +71,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     run.add_argument("--port", type=int, default=8000, help="port to bind; 0 picks a free one")
     run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    run.add_argument("--reload", action="store_true", help="restart when a .py file changes")
+    run.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart when a .py file under the current directory changes (needs watchfiles)",
+    )
     run.add_argument(
         "--shutdown-timeout",
         type=float,
@@ -151,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             trusted_peers(options.forwarded_allow_ips)
         except ValueError as exc:
             raise UsageError(f"--forwarded-allow-ips: {exc}") from None
+        if options.reload and importlib.util.find_spec("watchfiles") is None:
+            raise UsageError('--reload needs watchfiles: pip install "trio_boca[reload]"')
         app = load_app(options.app)
         if options.workers == 1 and not options.reload:
             return _run(_serve, app, options)
@@ -160,10 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except StartupFailed:
         print("trio-boca: the app's startup failed (see above); not serving", file=sys.stderr)
-        return 1
+        return 1 if options.fd is None else EXIT_NOT_STARTED
     except OSError as exc:
         print(f"trio-boca: cannot serve on {options.host}:{options.port}: {exc}", file=sys.stderr)
-        return 1
+        return 1 if options.fd is None else EXIT_NOT_STARTED
 
 
 def _run(function: Any, *args: Any) -> int:
@@ -247,66 +254,8 @@ async def _supervise(options: argparse.Namespace) -> int:
             command.append(f"--proxy-headers={options.proxy_headers}")
         if options.max_message_size is not None:
             command += ["--max-message-size", str(options.max_message_size)]
+        supervisor = Supervisor(
+            command, listener.fileno(), options.workers, options.shutdown_timeout, options.reload
+        )
         with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
-            while True:
-                reason = await _run_workers(command, listener.fileno(), options, signals)
-                if reason != "changed":
-                    return 0 if reason == "signal" else 1
-                logging.getLogger("trio_boca").info("a .py file changed: restarting workers")
-
-
-async def _run_workers(
-    command: list[str], fd: int, options: argparse.Namespace, signals: Any
-) -> str:
-    """Run the workers until a signal, a change (with --reload), or a worker exits."""
-    reason = "exited"
-    async with trio.open_nursery() as nursery:
-        workers = [
-            await trio.lowlevel.open_process(command, pass_fds=(fd,))
-            for _ in range(options.workers)
-        ]
-
-        async def until(event: str, wait: Any) -> None:
-            nonlocal reason
-            await wait()
-            reason = event
-            nursery.cancel_scope.cancel()
-
-        async def next_signal() -> None:
-            async for _ in signals:
-                return
-
-        nursery.start_soon(until, "signal", next_signal)
-        if options.reload:
-            nursery.start_soon(until, "changed", _changed)
-        for worker in workers:
-            nursery.start_soon(until, "exited", worker.wait)
-    with trio.CancelScope(shield=True):
-        for worker in workers:
-            if worker.returncode is None:
-                worker.send_signal(signal.SIGTERM)
-        with trio.move_on_after(options.shutdown_timeout + 5):
-            for worker in workers:
-                await worker.wait()
-        for worker in workers:
-            if worker.returncode is None:
-                worker.kill()
-                await worker.wait()
-    return reason
-
-
-async def _changed(root: Path = Path(".")) -> None:
-    """Return once a .py file under `root` is added, removed or modified."""
-
-    def snapshot() -> dict[Path, float]:
-        return {
-            path: path.stat().st_mtime
-            for path in root.rglob("*.py")
-            if ".venv" not in path.parts and "site-packages" not in path.parts
-        }
-
-    before = await trio.to_thread.run_sync(snapshot)
-    while True:
-        await trio.sleep(0.5)
-        if await trio.to_thread.run_sync(snapshot) != before:
-            return
+            return await supervisor.run(signals)
