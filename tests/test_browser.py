@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
@@ -93,7 +94,8 @@ def chromium() -> None:
 @pytest.mark.usefixtures("chromium")
 async def test_two_windows_talk_and_reconnect_after_the_server_restarts() -> None:
     port = free_port()
-    page = f"http://127.0.0.1:{port}/?room=lobby&name="
+    origin = f"http://127.0.0.1:{port}"
+    page = f"{origin}/?room=lobby&name="
     run = trio.to_thread.run_sync
     with trio.fail_after(TIMEOUT * 6):
         server = await start_chat(port)
@@ -106,21 +108,47 @@ async def test_two_windows_talk_and_reconnect_after_the_server_restarts() -> Non
                 await run(wait_for_text, alice, "log", "bob joined")
 
                 await run(say, alice, "hello from alice")
-                await run(wait_for_text, bob, "log", "alice: hello from alice")
+                await run(wait_for_message, bob, "alice", "hello from alice")
 
-                # The server goes away: the pages say so, with the 1001 they got...
+                # The server goes away: the pages say why, in words (they got
+                # 1001), and write the outage into the room's log...
                 await stop_chat(server)
-                await run(wait_for_text, bob, "state", "disconnected (1001)")
-                # ... and come back by themselves when it returns.
+                lost = "connection lost: the server is restarting"
+                for driver in (alice, bob):
+                    await run(wait_for_text, driver, "state", "the server is restarting")
+                    await run(wait_for_text, driver, "log", lost)
+                # ... and come back by themselves when it returns, and log that too.
                 server = await start_chat(port)
                 for driver in (alice, bob):
                     await run(wait_for_text, driver, "state", "connected to lobby")
+                    await run(wait_for_text, driver, "log", "reconnected after")
                 await run(say, bob, "back again")
-                await run(wait_for_text, alice, "log", "bob: back again")
+                await run(wait_for_message, alice, "bob", "back again")
                 await run(alice.save_screenshot, str(tempfile.gettempdir()) + "/chat.png")
+
+                # No favicon 404: the page's icon is inline, and /favicon.ico answers anyway.
+                for driver in (alice, bob):
+                    assert await run(favicon_complaints, driver) == []
+                async with httpx.AsyncClient() as http:
+                    icon = await http.get(f"{origin}/favicon.ico")
+                assert (icon.status_code, icon.headers["content-type"]) == (200, "image/svg+xml")
         finally:
             if server.returncode is None:
                 await stop_chat(server)
+
+
+def wait_for_message(driver: Any, sender: str, text: str, timeout: float = TIMEOUT) -> None:
+    """Wait until the log shows a chat message `text` from `sender`."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    messages = """return Array.from(document.querySelectorAll("#log .message"),
+                                   (m) => [m.dataset.from, m.querySelector(".body").textContent])"""
+    WebDriverWait(driver, timeout).until(lambda d: [sender, text] in d.execute_script(messages))
+
+
+def favicon_complaints(driver: Any) -> list[str]:
+    """What the browser's console said about favicons (a 404 would be there)."""
+    return [e["message"] for e in driver.get_log("browser") if "favicon" in e["message"]]
 
 
 @pytest.mark.usefixtures("chromium")

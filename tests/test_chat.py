@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import trio
 
 from examples.chat.app import app
-from trio_boca.testing import ClientWebSocket, connect_websocket
+from trio_boca.testing import ClientWebSocket, TestClient, connect_websocket
 
 from .conftest import TIMEOUT, Transport, refused
 from .services import RedisServer, free_port
@@ -97,3 +99,17 @@ async def test_a_message_crosses_processes_through_redis() -> None:
                 assert (await next_of(alice, "leave"))["name"] == "bob"
     finally:
         redis.stop()
+
+
+async def test_the_page_fits_a_phone_and_its_icon_is_served() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with TestClient(app) as client:
+            page = await client.get("/")
+            icon = await client.get("/favicon.ico")
+    assert page.status_code == 200
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1' in page.text
+    assert (icon.status_code, icon.headers["content-type"]) == (200, "image/svg+xml")
+    # The page carries the same picture inline, so the browser need not ask.
+    inline = re.search(r'<link rel="icon" [^>]*href="data:image/svg\+xml,([^"]+)"', page.text)
+    assert inline is not None
+    assert unquote(inline[1]) == icon.text

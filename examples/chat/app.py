@@ -75,3 +75,20 @@ def _text_of(message: Any) -> str:
     if isinstance(message, dict):
         return str(message.get("text", "")).strip()[:500]
     return ""
+
+
+# The page carries its icon inline (a data: URL), so loading it asks for
+# nothing more; /favicon.ico answers whoever asks anyway, with the same picture.
+ICON = (
+    "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 64 64'>"
+    "<rect width='64' height='64' rx='14' fill='#2563eb'/>"
+    "<path d='M17 17h30a5 5 0 0 1 5 5v16a5 5 0 0 1-5 5H31l-10 8v-8h-4a5 5 0 0 1-5-5V22"
+    "a5 5 0 0 1 5-5z' fill='#fff'/></svg>"
+)
+
+
+@app.route("/favicon.ico")
+async def favicon(req: Request, res: Response) -> None:
+    res.content = ICON.encode()
+    res.headers["content-type"] = "image/svg+xml"
+    res.headers["cache-control"] = "public, max-age=86400"
