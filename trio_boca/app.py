@@ -71,6 +71,12 @@ class App:
     docs), and who may open a WebSocket (see "Security"): by default only
     pages of the app's own origin, with no limit on the number of
     connections. The defaults suit most servers.
+
+    Mistakes fail where they are made, not on the first request: a limit
+    below 1 or a malformed origin raises `ValueError` here (and a single
+    string where a list of origins belongs, `TypeError`), and each method
+    that declares something says what it raises. `nursery` raises
+    `RuntimeError` outside the app's lifespan.
     """
 
     def __init__(
@@ -122,6 +128,11 @@ class App:
 
         `methods` defaults to `["GET"]`; HEAD is answered wherever GET is. A
         pattern may be declared again for other methods, with other views.
+
+        Applying the decorator raises `ValueError` if the pattern already has a
+        view for one of `methods`, is malformed, or matches exactly the paths
+        of another pattern (`/a/{x}` and `/a/{y}`, say), and `TypeError` if the
+        view is not an async function.
         """
         wanted = [m.upper() for m in (methods or ["GET"])]
 
@@ -160,7 +171,12 @@ class App:
         `allowed_origins`, when given, replaces the app's origin policy for
         this route (`None`: the same origin only). `checks` run before the
         handshake is accepted, after the app's (see `websocket_check`).
-        Raises ValueError for an unknown message type or a malformed origin.
+
+        Raises `ValueError` for an unknown message type or a malformed origin,
+        and, once the decorator is applied, for a malformed pattern or one that
+        matches exactly the paths of another WebSocket route. Raises
+        `TypeError` if `allowed_origins` is a single string, or a check or the
+        view is not an async function.
         """
         for name, kind in (
             ("value_type", value_type),
@@ -201,13 +217,22 @@ class App:
         and the view never runs. A check that raises answers 500, logged as
         a view's failure would be. A check must not accept: that is the
         view's to do (or the route's, with `auto_accept`).
+
+        Raises `TypeError` if `check` is not an async function.
         """
         _require_async("WebSocket check", check)
         self._checks.append(check)
         return check
 
     def on(self, event: Literal["startup", "shutdown"]) -> Callable[[Hook], Hook]:
-        """Run an async hook at startup or at shutdown, in declaration order."""
+        """Run an async hook at startup or at shutdown, in declaration order.
+
+        A hook that raises is logged, and the hooks after it do not run; at
+        startup that fails the startup, so the server does not start (`serve()`
+        raises `StartupFailed`). Raises `ValueError` for an event other than
+        `"startup"` or `"shutdown"`, and, once the decorator is applied,
+        `TypeError` if the hook is not an async function.
+        """
         if event not in self._hooks:
             raise ValueError(f"unknown event {event!r}: use 'startup' or 'shutdown'")
 
@@ -223,6 +248,9 @@ class App:
         """The app's nursery, open from startup to shutdown, for background tasks.
 
         Its tasks are cancelled at shutdown, before the shutdown hooks run.
+        Raises `RuntimeError` outside that span: before startup, once shutdown
+        has begun (in a shutdown hook, too), and whenever no server runs the
+        app's lifespan.
         """
         if self._nursery is None:
             raise RuntimeError(

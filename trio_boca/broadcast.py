@@ -73,7 +73,13 @@ class BroadcastUnavailable(ConnectionError):
 
 
 class Subscription:
-    """One subscriber's view of a channel; iterate it for messages."""
+    """One subscriber's view of a channel; iterate it for messages.
+
+    Iteration raises `SlowSubscriber` once the subscriber has fallen too far
+    behind, and `BroadcastUnavailable` once the broadcast can no longer
+    deliver (Redis went down, or the broadcast stopped running): either way,
+    messages were lost, and the subscription is over.
+    """
 
     def __init__(self, channel: str, buffer: int) -> None:
         self.channel = channel
@@ -154,7 +160,13 @@ class Broadcast(Running):
     """Publish/subscribe across one process (`memory://`) or many (`redis://`).
 
     `buffer` is how many messages a subscription may hold unread before the
-    subscriber is dropped with `SlowSubscriber`.
+    subscriber is dropped with `SlowSubscriber`. Raises `ValueError` for a
+    `buffer` below 1, or a URL that is neither `memory://` nor a Redis one
+    (`redis://`, `rediss://`, `unix://`).
+
+    It runs once at a time, as `run()` or as `async with broadcast:`; starting
+    it again while it runs raises `RuntimeError`, and so do `publish()` and
+    `subscribe()` while it is not running.
     """
 
     def __init__(self, url: str = "memory://", *, buffer: int = 100) -> None:
@@ -181,6 +193,10 @@ class Broadcast(Running):
         Reports started once connected, so a Redis that cannot be reached at
         startup fails the startup. Later losses are survived: see
         `BroadcastUnavailable`.
+
+        Raises `RuntimeError` if this broadcast is running already, and
+        `BroadcastUnavailable` if Redis cannot be reached at the start. When it
+        ends, every open subscription fails with `BroadcastUnavailable`.
         """
         if self._is_running:
             raise RuntimeError("this Broadcast is already running")
@@ -214,7 +230,9 @@ class Broadcast(Running):
         """Send `message` (str, bytes, or anything JSON can encode) to `channel`.
 
         Never waits for subscribers. Raises `BroadcastUnavailable` while the
-        Redis connection is down: nothing is dropped silently.
+        Redis connection is down: nothing is dropped silently. Raises
+        `RuntimeError` if the broadcast is not running, and `TypeError` for a
+        message that is not str, bytes or JSON-able.
         """
         self._require_running()
         await self._backend.publish(channel, _encode(message))
@@ -226,6 +244,10 @@ class Broadcast(Running):
         """Subscribe to `channel` for the duration of the block.
 
         Leaving the block, by any road (cancellation included), unsubscribes.
+        `buffer` replaces the broadcast's for this subscription. Raises
+        `RuntimeError` if the broadcast is not running, and
+        `BroadcastUnavailable` while the Redis connection is down; see
+        `Subscription` for what iterating it raises.
         """
         self._require_running()
         subscription = Subscription(channel, buffer or self.buffer)

@@ -30,6 +30,7 @@ class _MultiDict(Mapping[str, str]):
         return key
 
     def getlist(self, key: str) -> list[str]:
+        """Every value of `key`, in the order they came; empty if there is none."""
         key = self._key(key)
         return [v for k, v in self._items if self._key(k) == key]
 
@@ -60,6 +61,7 @@ class Headers(_MultiDict):
 
     @classmethod
     def from_raw(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+        """Headers from ASGI's `(name, value)` byte pairs, decoded as Latin-1 as HTTP's are."""
         return cls((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw)
 
 
@@ -70,6 +72,7 @@ class QueryParams(_MultiDict):
 
     @classmethod
     def from_query_string(cls, query_string: bytes) -> QueryParams:
+        """Parse a raw query string; `+` is a space and percent-escapes are UTF-8."""
         return cls(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
 
 
@@ -84,6 +87,11 @@ class URL:
 
     @classmethod
     def from_scope(cls, scope: Mapping[str, Any]) -> URL:
+        """The URL an ASGI scope was made to.
+
+        The host is the `Host` header's, else the server's address; the path
+        includes the scope's `root_path`.
+        """
         scheme = scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http")
         server = scope.get("server")
         netloc = ""
@@ -110,18 +118,22 @@ class ScopeView:
 
     @property
     def url(self) -> URL:
+        """The URL the client asked for: scheme, host, path and query string."""
         return URL.from_scope(self.scope)
 
     @property
     def headers(self) -> Headers:
+        """The headers the client sent; names are case-insensitive."""
         return Headers.from_raw(self.scope.get("headers", ()))
 
     @property
     def query_params(self) -> QueryParams:
+        """The query string, decoded; a name may occur more than once (see `getlist`)."""
         return QueryParams.from_query_string(self.scope.get("query_string", b""))
 
     @property
     def path_params(self) -> dict[str, Any]:
+        """What the route's pattern captured, converted: `{id:int}` gives an `int`."""
         params: dict[str, Any] = self.scope.get("path_params", {})
         return params
 
@@ -145,5 +157,10 @@ class ScopeView:
 
     @property
     def client(self) -> tuple[str, int] | None:
+        """The client's `(host, port)`, or None if the server does not say.
+
+        Behind a proxy whose headers the server trusts, it is the address the
+        proxy reports.
+        """
         client = self.scope.get("client")
         return None if client is None else (client[0], client[1])

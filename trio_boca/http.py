@@ -30,6 +30,7 @@ class HTTPError(Exception):
         return f"{self.status}: {self.detail}"
 
     def response(self) -> Response:
+        """The plain-text response this error answers with: `status`, and `detail` as its body."""
         return plain(self.status, self.detail)
 
 
@@ -39,7 +40,14 @@ class ClientDisconnected(Exception):
 
 class Request(ScopeView):
     """An HTTP request, as a view sees it (`url`, `headers`, `query_params`,
-    `path_params` and `client` come from `ScopeView`)."""
+    `path_params` and `client` come from `ScopeView`).
+
+    Reading the body raises `HTTPError` for a body over the app's
+    `max_body_size` (413) or one `text()` or `json()` cannot decode (400),
+    which, left to escape the view, answers the request; and
+    `ClientDisconnected` if the client leaves before its body has arrived,
+    which, left to escape, ends the request without an answer.
+    """
 
     def __init__(self, scope: Message, receive: Receive, *, max_body_size: int) -> None:
         self.scope = scope
@@ -49,6 +57,7 @@ class Request(ScopeView):
 
     @property
     def method(self) -> str:
+        """The HTTP method, upper-case; `"HEAD"` for a HEAD request, though the GET view runs it."""
         method: str = self.scope["method"]
         return method
 
@@ -56,7 +65,9 @@ class Request(ScopeView):
         """The whole body; a body over the app's `max_body_size` is a 413.
 
         It is read as it arrives and abandoned at the limit, so an oversized
-        body never sits in memory.
+        body never sits in memory; once read, it is kept for later calls.
+        Raises `HTTPError` (413) for a body over the limit, and
+        `ClientDisconnected` if the client leaves before all of it has arrived.
         """
         if self._body is None:
             chunks: list[bytes] = []
@@ -76,12 +87,24 @@ class Request(ScopeView):
         return self._body
 
     async def text(self) -> str:
+        """The body decoded as UTF-8.
+
+        Raises `HTTPError` (400) if it is not UTF-8, and, as `body()` does,
+        `HTTPError` (413) for a body over the limit and `ClientDisconnected` if
+        the client leaves before it has arrived.
+        """
         try:
             return (await self.body()).decode()
         except UnicodeDecodeError:
             raise HTTPError(400, "request body is not UTF-8 text") from None
 
     async def json(self) -> Any:
+        """The body decoded as JSON.
+
+        Raises `HTTPError` (400) if it is not valid JSON, and, as `body()`
+        does, `HTTPError` (413) for a body over the limit and
+        `ClientDisconnected` if the client leaves before it has arrived.
+        """
         try:
             return json.loads(await self.body())
         except ValueError as exc:
@@ -103,6 +126,10 @@ class Response:
 
     @property
     def text(self) -> str:
+        """The content as text; setting it sets UTF-8 content, served as `text/plain`.
+
+        Reading content that is not UTF-8 raises `UnicodeDecodeError`.
+        """
         return self.content.decode()
 
     @text.setter
@@ -111,6 +138,10 @@ class Response:
 
     @property
     def html(self) -> str:
+        """The content as text; setting it sets UTF-8 content, served as `text/html`.
+
+        Reading content that is not UTF-8 raises `UnicodeDecodeError`.
+        """
         return self.content.decode()
 
     @html.setter
@@ -119,6 +150,11 @@ class Response:
 
     @property
     def json(self) -> Any:
+        """The content decoded as JSON; setting it encodes a value, served as `application/json`.
+
+        Reading content that is not JSON raises `ValueError`; setting a value
+        JSON cannot encode raises `TypeError`.
+        """
         return json.loads(self.content)
 
     @json.setter

@@ -75,6 +75,14 @@ class WebSocketDisconnect(Exception):
 
 
 class WebSocketState(enum.Enum):
+    """What the application has done with a `WebSocket`: its `connection_state`.
+
+    `CONNECTING` until the handshake is answered, by accepting (`CONNECTED`)
+    or refusing it (`REJECTED`); an accepted connection is `CLOSED` once the
+    application closes it. The client leaving is not a state, since it can
+    happen at any instant: see `WebSocket.client_gone`.
+    """
+
     CONNECTING = "CONNECTING"
     CONNECTED = "CONNECTED"
     CLOSED = "CLOSED"
@@ -106,6 +114,16 @@ class WebSocket(ScopeView):
     """One WebSocket connection, as seen by a view.
 
     Created by the framework; a view gets it as its first argument.
+
+    A call the connection's state does not allow (sending before `accept()`,
+    closing twice) raises `RuntimeError` naming the state and what to do
+    instead. An argument that cannot go on the wire raises `ValueError` (a
+    close code reserved by the protocol, say), or `TypeError` for a message
+    of the wrong type. Once the client has left, receiving raises
+    `WebSocketDisconnect`, after what it sent before leaving has been read,
+    while sending does nothing: a view that is not receiving is cancelled
+    instead. `async for message in ws` ends (`StopAsyncIteration`) when the
+    client leaves with one of the route's `caught_close_codes`.
     """
 
     def __init__(
@@ -135,6 +153,7 @@ class WebSocket(ScopeView):
 
     @property
     def subprotocols(self) -> list[str]:
+        """The subprotocols the client offered, in the order it listed them."""
         return list(self.scope.get("subprotocols", ()))
 
     @property
@@ -192,6 +211,12 @@ class WebSocket(ScopeView):
         written for views that accept by hand keeps working (as `async with ws:`
         does). Anything more is an error: accepting twice, or asking for a
         subprotocol or headers the automatic accept could not send.
+
+        Raises `ValueError` if `subprotocol` is not one the client offered (or
+        a header is not Latin-1), and `RuntimeError`, naming the state, once
+        the handshake has been answered. A view already cancelled (the server
+        is stopping, say) gets `trio.Cancelled` instead of a connection, and
+        the handshake is refused.
         """
         if self._auto_accepted and self.connection_state is _CONNECTED:
             self._auto_accepted = False
@@ -231,6 +256,10 @@ class WebSocket(ScopeView):
         The client sees `status`, `headers` and `body` when the server offers
         ASGI's `websocket.http.response` extension (hypercorn does); on other
         servers it sees a bare 403.
+
+        Raises `ValueError` for a `status` outside 400-599 (or a header that
+        is not Latin-1), and `RuntimeError`, naming the state, once the
+        handshake has been answered: end an accepted connection with `close()`.
         """
         if not 400 <= status <= 599:
             raise ValueError(f"reject() takes an HTTP error status (400-599), not {status}")
@@ -262,7 +291,13 @@ class WebSocket(ScopeView):
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close the connection with `code` and `reason`.
 
-        Raises RuntimeError if it was already closed; see `ensure_closed`.
+        Raises `ValueError` unless `code` is one a server may send (1000-1003,
+        1007-1009, 1011-1014, or 3000-4999 for the application's own) and
+        `reason` fits in 123 bytes of UTF-8. Raises `RuntimeError` if the
+        connection was never accepted (refuse a handshake with `reject()`) or is
+        closed already; `ensure_closed()` closes only when needed. The close
+        frame goes out shielded from cancellation, within the app's
+        `close_timeout`.
         """
         if not _sendable(code):
             raise ValueError(f"{code} is not a close code a server may send")
@@ -276,9 +311,12 @@ class WebSocket(ScopeView):
         )
 
     async def ensure_closed(self, code: int = 1000, reason: str = "") -> None:
-        """Close the connection unless that is already done; never raises.
+        """Close the connection unless that is already done, whatever its state.
 
-        A handshake still waiting for an answer is rejected (403).
+        A handshake still waiting for an answer is rejected (403); a connection
+        closed or rejected already is left as it is. It raises no
+        `RuntimeError`, only the `ValueError` of `close()` for a `code` or
+        `reason` that cannot be sent, and only when it does close.
         """
         if self.connection_state is _CONNECTED:
             await self.close(code, reason)
@@ -290,23 +328,59 @@ class WebSocket(ScopeView):
     # -- messages ------------------------------------------------------------
 
     async def receive_event(self) -> Message:
-        """The next raw ASGI `websocket.receive` event."""
+        """The next raw ASGI `websocket.receive` event, whatever the route's types.
+
+        Raises as `receive()` does, except that no event is unreadable.
+        """
         event: Message = await self._receive_as("event")
         return event
 
     async def receive(self) -> Any:
-        """The next message, decoded as the route's `receive_type` says."""
+        """The next message, decoded as the route's `receive_type` says.
+
+        Raises `WebSocketDisconnect` with the client's close code and reason
+        once it has left and everything it sent before has been read. A
+        message the route cannot decode (a binary frame to a `"text"` route,
+        invalid JSON) is the client's error: the connection is closed with
+        1003 or 1007, and this raises `WebSocketDisconnect` with that code.
+        Raises `RuntimeError`, naming the state, unless the connection is
+        accepted and not closed.
+        """
         return await self._receive_as(self.receive_type)
 
     async def receive_text(self) -> str:
+        """The next message, which must be text, whatever the route's `receive_type`.
+
+        A binary frame closes the connection with 1003 and raises
+        `WebSocketDisconnect` with that code; so does every call once the
+        client has left (with its code) and what it sent has been read.
+        Raises `RuntimeError`, naming the state, unless the connection is
+        accepted and not closed.
+        """
         text: str = await self._receive_as("text")
         return text
 
     async def receive_bytes(self) -> bytes:
+        """The next message, which must be binary, whatever the route's `receive_type`.
+
+        A text frame closes the connection with 1003 and raises
+        `WebSocketDisconnect` with that code; so does every call once the
+        client has left (with its code) and what it sent has been read.
+        Raises `RuntimeError`, naming the state, unless the connection is
+        accepted and not closed.
+        """
         data: bytes = await self._receive_as("bytes")
         return data
 
     async def receive_json(self) -> Any:
+        """The next message, text or binary, decoded as JSON.
+
+        Invalid JSON closes the connection with 1007 and raises
+        `WebSocketDisconnect` with that code; so does every call once the
+        client has left (with its code) and what it sent has been read.
+        Raises `RuntimeError`, naming the state, unless the connection is
+        accepted and not closed.
+        """
         return await self._receive_as("json")
 
     async def _receive_as(self, kind: Any) -> Any:
@@ -331,16 +405,43 @@ class WebSocket(ScopeView):
             raise WebSocketDisconnect(bad.code, bad.reason) from None
 
     async def send(self, value: Any) -> None:
-        """Send `value`, encoded as the route's `send_type` says."""
+        """Send `value`, encoded as the route's `send_type` says.
+
+        Raises `TypeError` for a value that type cannot carry, and
+        `RuntimeError`, naming the state, unless the connection is accepted and
+        not closed. Once the client has left, it sends nothing and does not
+        raise: a view learns of the departure from `receive()`, or by being
+        cancelled.
+        """
         await self._send_event(encode(value, self.send_type))
 
     async def send_text(self, text: str) -> None:
+        """Send `text` as a text frame, whatever the route's `send_type`.
+
+        Raises `TypeError` if it is not a `str`, and `RuntimeError`, naming the
+        state, unless the connection is accepted and not closed. Once the
+        client has left, it sends nothing (see `send()`).
+        """
         await self._send_event(encode(text, "text"))
 
     async def send_bytes(self, data: bytes) -> None:
+        """Send `data` as a binary frame, whatever the route's `send_type`.
+
+        Raises `TypeError` unless it is `bytes`, `bytearray` or `memoryview`,
+        and `RuntimeError`, naming the state, unless the connection is accepted
+        and not closed. Once the client has left, it sends nothing (see
+        `send()`).
+        """
         await self._send_event(encode(data, "bytes"))
 
     async def send_json(self, value: Any) -> None:
+        """Send `value` as JSON in a text frame, whatever the route's `send_type`.
+
+        Raises `TypeError` for a value JSON cannot encode (`ValueError` for
+        one that contains itself), and `RuntimeError`, naming the state, unless
+        the connection is accepted and not closed. Once the client has left, it
+        sends nothing (see `send()`).
+        """
         await self._send_event(encode(value, "json"))
 
     async def _send_event(self, event: Message) -> None:

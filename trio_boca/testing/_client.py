@@ -51,6 +51,10 @@ class TestClient(Running):
     view is re-raised in the test, after the client has seen what a real
     client would (1011, or HTTP 500 before accept). Lifespan events are sent
     on entry and exit.
+
+    Entering raises `RuntimeError` if the app's startup fails (with the
+    app's message), or if this client is in use already. `websocket()`
+    needs the client entered; `request()` and its shorthands do not.
     """
 
     __test__ = False  # not a pytest test class, despite the name
@@ -110,7 +114,15 @@ class TestClient(Running):
         subprotocols: Iterable[str] = (),
         headers: Mapping[str, str] | None = None,
     ) -> TestWebSocket:
-        """Open a WebSocket to `path` (which may carry a query string)."""
+        """Open a WebSocket to `path` (which may carry a query string).
+
+        Use it as `async with client.websocket(path) as ws:`. Entering raises
+        `WebSocketRejected` if the app refuses the handshake (a close before
+        accept is a 403, no answer at all a 500), or, with
+        `raise_server_exceptions`, the view's own exception. Raises
+        `RuntimeError` unless the client is entered
+        (`async with TestClient(app) as client:`).
+        """
         if self._nursery is None:
             raise RuntimeError("use the TestClient as `async with TestClient(app) as client:`")
         scope = self._scope("websocket", path, headers)
@@ -130,7 +142,9 @@ class TestClient(Running):
         """Send one HTTP request to the app; the same keywords as httpx.
 
         `content` given as an iterable of bytes is sent in chunks, without a
-        content-length, as a streaming client would.
+        content-length, as a streaming client would. With
+        `raise_server_exceptions`, an exception raised by the view is raised
+        here, in place of the 500 response.
         """
         headers = dict(headers or {})
         chunks: list[bytes]
@@ -154,21 +168,27 @@ class TestClient(Running):
         return exchange.response()
 
     async def get(self, path: str, **options: Any) -> TestResponse:
+        """Send a GET request to `path`; the keywords and errors are `request()`'s."""
         return await self.request("GET", path, **options)
 
     async def head(self, path: str, **options: Any) -> TestResponse:
+        """Send a HEAD request to `path`; the keywords and errors are `request()`'s."""
         return await self.request("HEAD", path, **options)
 
     async def post(self, path: str, **options: Any) -> TestResponse:
+        """Send a POST request to `path`; the keywords and errors are `request()`'s."""
         return await self.request("POST", path, **options)
 
     async def put(self, path: str, **options: Any) -> TestResponse:
+        """Send a PUT request to `path`; the keywords and errors are `request()`'s."""
         return await self.request("PUT", path, **options)
 
     async def patch(self, path: str, **options: Any) -> TestResponse:
+        """Send a PATCH request to `path`; the keywords and errors are `request()`'s."""
         return await self.request("PATCH", path, **options)
 
     async def delete(self, path: str, **options: Any) -> TestResponse:
+        """Send a DELETE request to `path`; the keywords and errors are `request()`'s."""
         return await self.request("DELETE", path, **options)
 
 
@@ -184,9 +204,11 @@ class TestResponse:
 
     @property
     def text(self) -> str:
+        """The body decoded as UTF-8; `UnicodeDecodeError` if it is not."""
         return self.content.decode()
 
     def json(self) -> Any:
+        """The body decoded as JSON; `ValueError` if it is not JSON."""
         return json_module.loads(self.content)
 
 
@@ -259,7 +281,19 @@ _ALLOWED = {
 
 
 class TestWebSocket(ClientWebSocket):
-    """A test's end of an in-process WebSocket; use it as an async context manager."""
+    """A test's end of an in-process WebSocket; use it as an async context manager.
+
+    Its API is `ClientWebSocket`'s. Entering sends the handshake and raises
+    `WebSocketRejected` if the app refuses it; leaving closes with 1000,
+    unless the test closed already, and waits for the view to end. Once the
+    connection has closed, `send()` and `receive()` raise
+    `WebSocketDisconnect`. With `raise_server_exceptions`, a view's
+    exception is re-raised in the test: from entering, from `receive()` once
+    the client has seen the 1011, or else on leaving the block (unless the
+    block raised). An ASGI message the app sends out of turn (a send before
+    accept, say) raises `RuntimeError` in the app, as a server's would, and
+    reaches the test the same way.
+    """
 
     __test__ = False
 

@@ -37,6 +37,12 @@ class LiveServer(Running):
 
     WebSocket sessions are real trio-websocket clients (install
     `trio_boca[testing]`) with the same API as the in-process TestClient's.
+
+    Raises `ValueError` for `plain=True` with `proxy_headers`: plain hypercorn
+    has none. Entering raises `ModuleNotFoundError` if trio-websocket is not
+    installed, `StartupFailed` if the app's startup hooks fail (hypercorn's
+    own error with `plain=True`), and `RuntimeError` if this server is in use
+    already.
     """
 
     def __init__(
@@ -126,7 +132,10 @@ class LiveServer(Running):
         ssl_context: ssl.SSLContext | None = None,
     ) -> AbstractAsyncContextManager[LiveWebSocket]:
         """Connect a real WebSocket client to `path` (which may carry a query);
-        over TLS, `ssl_context` is the client's (the one that trusts the server)."""
+        over TLS, `ssl_context` is the client's (the one that trusts the server).
+
+        Raises as `connect_websocket()` does (`WebSocketRejected` for a refused
+        handshake, say)."""
         return connect_websocket(
             self.address.ws_url + path,
             subprotocols=subprotocols,
@@ -154,6 +163,14 @@ async def connect_websocket(
     client's API. The TCP stream is opened
     and closed here, not by trio-websocket: 0.12.2 leaves its socket open when
     the handshake is refused or the server closes first.
+
+    Entering raises `ValueError` unless `url` is a `ws://` or `wss://` URL
+    with a host, `ModuleNotFoundError` if trio-websocket is not installed,
+    `OSError` if the connection cannot be made, `trio.TooSlowError` if
+    connecting or the handshake takes longer than `connect_timeout`, and
+    `WebSocketRejected` (with the status, headers and body) if the server
+    refuses the handshake. Leaving closes the connection, waiting at most
+    `disconnect_timeout` for the server's answer.
     """
     from urllib.parse import urlsplit
 

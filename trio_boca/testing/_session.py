@@ -46,7 +46,9 @@ class ClientWebSocket:
     `receive()` raises `trio_boca.WebSocketDisconnect(code, reason)` once the
     server has closed. `close_code` and `close_reason` say how the connection
     closed, whichever side began it.
-    Subclasses provide `send`, `receive` and `close`.
+    Subclasses provide `send`, `receive` and `close` (here they raise
+    `NotImplementedError`); `receive_text()` and `receive_bytes()` raise
+    `TypeError` for a message of the other kind.
     """
 
     #: The subprotocol the server chose, if any.
@@ -55,28 +57,65 @@ class ClientWebSocket:
     close_reason: str | None = None
 
     async def send(self, data: str | bytes) -> None:
+        """Send a text (`str`) or binary (`bytes`) message.
+
+        Raises `WebSocketDisconnect` once the connection has closed. Here,
+        `NotImplementedError`: subclasses send.
+        """
         raise NotImplementedError
 
     async def receive(self) -> str | bytes:
+        """The server's next message: `str` for a text frame, `bytes` for a binary one.
+
+        Raises `WebSocketDisconnect(code, reason)` once the connection has
+        closed, and on every call after. In-process, with
+        `raise_server_exceptions`, a view that failed has its exception
+        re-raised here instead, once the client has seen the 1011. Here,
+        `NotImplementedError`: subclasses receive.
+        """
         raise NotImplementedError
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection with `code` and `reason`; once closed, it does nothing.
+
+        Here, `NotImplementedError`: subclasses close.
+        """
         raise NotImplementedError
 
     async def send_json(self, value: Any) -> None:
+        """Send `value` as JSON in a text message.
+
+        Raises `TypeError` for a value JSON cannot encode, and
+        `WebSocketDisconnect` once the connection has closed.
+        """
         await self.send(json.dumps(value))
 
     async def receive_text(self) -> str:
+        """The next message, which must be text.
+
+        Raises `TypeError` for a binary message, and what `receive()` raises:
+        `WebSocketDisconnect` once the connection has closed.
+        """
         message = await self.receive()
         if not isinstance(message, str):
             raise TypeError(f"expected a text message, got {message!r}")
         return message
 
     async def receive_bytes(self) -> bytes:
+        """The next message, which must be binary.
+
+        Raises `TypeError` for a text message, and what `receive()` raises:
+        `WebSocketDisconnect` once the connection has closed.
+        """
         message = await self.receive()
         if not isinstance(message, bytes):
             raise TypeError(f"expected a binary message, got {message!r}")
         return message
 
     async def receive_json(self) -> Any:
+        """The next message, text or binary, decoded as JSON.
+
+        Raises `ValueError` if it is not JSON, and what `receive()` raises:
+        `WebSocketDisconnect` once the connection has closed.
+        """
         return json.loads(await self.receive())
