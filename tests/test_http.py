@@ -183,6 +183,14 @@ def test_routes_are_checked_at_declaration() -> None:
     with pytest.raises(ValueError, match="already has a GET view"):
         app.route("/things")(list_things)
 
+    async def edit_thing(req: Request, res: Response) -> None:  # pragma: no cover
+        pass
+
+    with pytest.raises(ValueError, match="already has a POST view"):
+        app.route("/things", methods=["PUT", "POST"])(edit_thing)
+    found = app.http_routes.find("/things")
+    assert found is not None and "PUT" not in found.views  # nothing half-registered
+
     def sync(req: Request, res: Response) -> None:  # pragma: no cover
         pass
 

@@ -140,10 +140,10 @@ class App:
             _require_async("HTTP view", view)
             found = self.http_routes.find(pattern)
             route = found if found is not None else HTTPRoute(pattern)
-            for method in wanted:
+            for method in wanted:  # all checked before any is added: no half-registered view
                 if method in route.views:
                     raise ValueError(f"HTTP route {pattern!r} already has a {method} view")
-                route.views[method] = view
+            route.views.update(dict.fromkeys(wanted, view))
             if found is None:
                 self.http_routes.add(pattern, route)
             return view
