@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -51,7 +53,29 @@ async def start(*args: str, cwd: Path | None = None, stderr: bool = False) -> Se
         line += chunk
     # "trio-boca: serving tests.cli_apps:app on http://127.0.0.1:PORT ..."
     url = line.decode().split(" on ", 1)[1].split()[0]
+    STARTED.append(process)
     return Server(process, url)
+
+
+STARTED: list[trio.Process] = []
+
+
+@pytest.fixture
+async def stop_leftovers() -> AsyncIterator[None]:
+    """Whatever a failing test leaves running (a supervisor, its workers) is killed."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.returncode is None:
+            for pid in children(process.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            process.kill()
+        with trio.move_on_after(TIMEOUT):
+            await process.wait()
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                await pipe.aclose()
 
 
 def children(pid: int) -> list[int]:
@@ -66,6 +90,7 @@ def children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.usefixtures("stop_leftovers")
 async def test_run_serves_until_sigterm_then_closes_websockets_with_1001() -> None:
     with trio.fail_after(TIMEOUT):
         server = await start("tests.cli_apps:app")
@@ -145,6 +170,7 @@ def test_a_bad_option_is_one_clear_line(option: list[str], message: str) -> None
     assert result.stderr.splitlines() == [f"trio-boca: {message}"]
 
 
+@pytest.mark.usefixtures("stop_leftovers")
 async def test_workers_get_the_message_size_and_proxy_options() -> None:
     with trio.fail_after(TIMEOUT):
         server = await start(
@@ -236,6 +262,7 @@ def test_a_failing_startup_shows_the_error_once_and_exits_1(
     )
 
 
+@pytest.mark.usefixtures("stop_leftovers")
 async def test_workers_share_one_socket_and_stop_together() -> None:
     with trio.fail_after(TIMEOUT * 2):
         server = await start("tests.cli_apps:app", "--workers", "2")
@@ -252,6 +279,7 @@ async def test_workers_share_one_socket_and_stop_together() -> None:
         assert children(server.process.pid) == []
 
 
+@pytest.mark.usefixtures("stop_leftovers")
 async def test_reload_restarts_workers_when_code_changes(tmp_path: Path) -> None:
     module = tmp_path / "reloaded.py"
     source = (
@@ -281,6 +309,7 @@ async def test_reload_restarts_workers_when_code_changes(tmp_path: Path) -> None
         assert await server.stop() == 0
 
 
+@pytest.mark.usefixtures("stop_leftovers")
 async def test_the_access_log_has_a_line_per_websocket_session() -> None:
     with trio.fail_after(TIMEOUT):
         server = await start("tests.cli_apps:app", "--access-log", stderr=True)
@@ -306,16 +335,19 @@ async def read_all(stream: trio.abc.ReceiveStream | None) -> str:
 
 
 async def worker_pids(supervisor: int, count: int) -> list[int]:
-    while len(children(supervisor)) < count:  # noqa: ASYNC110 - polling /proc
+    """The supervisor's children, once there are `count` of them."""
+    while len(found := children(supervisor)) < count:  # noqa: ASYNC110 - polling /proc
         await trio.sleep(0.05)
-    return children(supervisor)
+    return found
 
 
+@pytest.mark.usefixtures("stop_leftovers")
 async def test_a_killed_worker_is_named_and_replaced() -> None:
     with trio.fail_after(TIMEOUT * 2):
         server = await start("tests.cli_apps:app", "--workers", "2", stderr=True)
         first = await worker_pids(server.process.pid, 2)
         os.kill(first[0], signal.SIGKILL)
+        # Until the dead one is reaped and its replacement started.
         while first[0] in (now := await worker_pids(server.process.pid, 2)):  # noqa: ASYNC110
             await trio.sleep(0.05)
         [new] = set(now) - set(first)
@@ -343,6 +375,7 @@ def test_workers_that_keep_dying_stop_the_supervisor() -> None:
     assert deaths[-1].endswith("workers died 6 times within 60 s; stopping")
 
 
+@pytest.mark.usefixtures("stop_leftovers")
 async def test_a_ctrl_c_reaches_the_workers_as_sigint() -> None:
     with trio.fail_after(TIMEOUT):
         server = await start("tests.cli_apps:app", "--workers", "2", stderr=True)
@@ -356,6 +389,7 @@ async def test_a_ctrl_c_reaches_the_workers_as_sigint() -> None:
     assert not [line for line in log if "SIGTERM" in line]
 
 
+@pytest.mark.usefixtures("stop_leftovers")
 async def test_reload_logs_the_change_before_stopping_the_workers(tmp_path: Path) -> None:
     module = tmp_path / "reloaded.py"
     module.write_text("from trio_boca import App\napp = App()\n")
