@@ -406,6 +406,40 @@ async def test_reload_logs_the_change_before_stopping_the_workers(tmp_path: Path
     assert log.index("INFO trio_boca: SIGTERM: stopping") > changed  # the worker, after
 
 
+@pytest.mark.usefixtures("stop_leftovers")
+async def test_reload_waits_for_a_fix_when_the_app_cannot_start(tmp_path: Path) -> None:
+    module = tmp_path / "editing.py"
+    source = (
+        "from trio_boca import App\n"
+        "app = App()\n"
+        "@app.on('startup')\n"
+        "async def check():\n"
+        "    {}\n"
+        "@app.route('/')\n"
+        "async def index(req, res):\n"
+        "    res.text = 'fixed'\n"
+    )
+    module.write_text(source.format("raise KeyError('half-written')"))
+    with trio.fail_after(TIMEOUT * 2):
+        server = await start("editing:app", "--reload", cwd=tmp_path)
+        await worker_pids(server.process.pid, 1)
+        while children(server.process.pid):  # noqa: ASYNC110 - the worker fails to start
+            await trio.sleep(0.05)
+        await trio.sleep(0.5)
+        assert children(server.process.pid) == []  # not replaced: waiting for a change
+        assert server.process.returncode is None
+        module.write_text(source.format("pass"))
+        async with httpx.AsyncClient() as http:
+            while True:
+                try:
+                    response = await http.get(server.url + "/")
+                    break
+                except httpx.TransportError:
+                    await trio.sleep(0.05)
+        assert response.text == "fixed"
+        assert await server.stop() == 0
+
+
 def test_reload_without_watchfiles_names_the_extra(tmp_path: Path) -> None:
     # As if watchfiles were not installed: an entry of None makes its import fail.
     (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['watchfiles'] = None\n")

@@ -10,13 +10,14 @@ Why the workers stop is decided in one place, `Supervisor.end()`:
   are stopped with SIGTERM and a new set is started;
 - a worker reports that the app could not start (exit status
   `EXIT_NOT_STARTED`): the others are stopped and the supervisor exits 1,
-  since a new worker would fail the same way;
+  since a new worker would fail the same way (with `--reload`, it waits for
+  a change instead);
 - workers die more than `RESTARTS` times within `WINDOW` seconds: as above.
 
 A worker that dies otherwise (killed, crashed) is named, with its exit status
-or signal, and replaced, as gunicorn and uvicorn do. With `--reload` it is not
-replaced until the next change: a file saved half-written would only make it
-die again.
+or signal, and replaced, as gunicorn and uvicorn do. With `--reload`, no
+worker is replaced until the next change: a file saved half-written, or a
+startup hook being edited, would only make it die again.
 
 Each worker slot is one task that owns its process: it starts it, waits for
 it, and, when cancelled, stops it (shielded, within the shutdown timeout,
@@ -147,19 +148,19 @@ class Supervisor:
             returncode = process.returncode
             assert returncode is not None
             how = describe(returncode)
-            if returncode == EXIT_NOT_STARTED:
-                logger.error(
-                    "worker %d (pid %d): the app could not start; stopping", slot, process.pid
-                )
-                self.end("failed")
-                return
-            if self.reload:
+            if self.reload:  # the fix is an edit away: wait for it
                 logger.error(
                     "worker %d (pid %d) %s; waiting for a change to restart it",
                     slot,
                     process.pid,
                     how,
                 )
+                return
+            if returncode == EXIT_NOT_STARTED:
+                logger.error(
+                    "worker %d (pid %d): the app could not start; stopping", slot, process.pid
+                )
+                self.end("failed")
                 return
             now = trio.current_time()
             self.deaths.append(now)
