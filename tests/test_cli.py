@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from trio_boca import WebSocketDisconnect
 from trio_boca.testing import connect_websocket
 
 from .conftest import TIMEOUT
+from .services import free_port
 
 CLI = [sys.executable, "-m", "trio_boca"]
 
@@ -55,6 +55,30 @@ async def start(*args: str, cwd: Path | None = None, stderr: bool = False) -> Se
     url = line.decode().split(" on ", 1)[1].split()[0]
     STARTED.append(process)
     return Server(process, url)
+
+
+async def read_all(stream: trio.abc.ReceiveStream | None) -> str:
+    assert stream is not None
+    data = b""
+    while chunk := await stream.receive_some():
+        data += chunk
+    return data.decode()
+
+
+async def worker_pids(supervisor: int, count: int) -> list[int]:
+    """The supervisor's children, once there are `count` of them."""
+    while len(found := children(supervisor)) < count:  # noqa: ASYNC110 - polling /proc
+        await trio.sleep(0.05)
+    return found
+
+
+async def get_text(http: httpx.AsyncClient, url: str) -> str:
+    """GET `url`, trying again while no worker is serving (starting, or restarting)."""
+    while True:
+        try:
+            return (await http.get(url)).text
+        except httpx.TransportError:
+            await trio.sleep(0.05)
 
 
 STARTED: list[trio.Process] = []
@@ -211,10 +235,7 @@ def test_an_error_inside_the_module_is_its_traceback_and_exits_1(
 
 
 def test_the_chat_demo_without_redis_says_so_in_one_line() -> None:
-    with socket.socket() as closed:  # a port nothing listens on
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     result = subprocess.run(
         [*CLI, "run", "examples.chat.app:app", "--port", "0", "--workers", "2"],
         capture_output=True,
@@ -268,9 +289,7 @@ async def test_workers_share_one_socket_and_stop_together() -> None:
         server = await start("tests.cli_apps:app", "--workers", "2")
         pids: set[str] = set()
         with trio.fail_after(TIMEOUT):
-            while len(children(server.process.pid)) < 2:  # noqa: ASYNC110 - polling /proc
-                await trio.sleep(0.05)
-            workers = set(map(str, children(server.process.pid)))
+            workers = set(map(str, await worker_pids(server.process.pid, 2)))
             async with httpx.AsyncClient() as http:
                 for _ in range(5):
                     pids.add((await http.get(server.url + "/pid")).text)
@@ -295,11 +314,7 @@ async def test_reload_restarts_workers_when_code_changes(tmp_path: Path) -> None
         async with httpx.AsyncClient() as http:
 
             async def version() -> str:
-                while True:
-                    try:
-                        return (await http.get(server.url + "/")).text
-                    except httpx.TransportError:  # workers restarting
-                        await trio.sleep(0.05)
+                return await get_text(http, server.url + "/")
 
             assert await version() == "v1"
             module.write_text(source.replace("v1", "v2"))
@@ -318,27 +333,9 @@ async def test_the_access_log_has_a_line_per_websocket_session() -> None:
             await ws.send("hello")
         await trio.sleep(0.2)  # the session's end is logged once the server sees it
         assert await server.stop() == 0
-        assert server.process.stderr is not None
-        log = b""
-        while chunk := await server.process.stderr.receive_some(65536):
-            log += chunk
-    [line] = [line for line in log.decode().splitlines() if "trio_boca.access" in line]
+        log = await read_all(server.process.stderr)
+    [line] = [line for line in log.splitlines() if "trio_boca.access" in line]
     assert "WebSocket '/wait'" in line and line.endswith(", closed 1000, 1 in, 1 out")
-
-
-async def read_all(stream: trio.abc.ReceiveStream | None) -> str:
-    assert stream is not None
-    data = b""
-    while chunk := await stream.receive_some():
-        data += chunk
-    return data.decode()
-
-
-async def worker_pids(supervisor: int, count: int) -> list[int]:
-    """The supervisor's children, once there are `count` of them."""
-    while len(found := children(supervisor)) < count:  # noqa: ASYNC110 - polling /proc
-        await trio.sleep(0.05)
-    return found
 
 
 @pytest.mark.usefixtures("stop_leftovers")
@@ -430,13 +427,7 @@ async def test_reload_waits_for_a_fix_when_the_app_cannot_start(tmp_path: Path) 
         assert server.process.returncode is None
         module.write_text(source.format("pass"))
         async with httpx.AsyncClient() as http:
-            while True:
-                try:
-                    response = await http.get(server.url + "/")
-                    break
-                except httpx.TransportError:
-                    await trio.sleep(0.05)
-        assert response.text == "fixed"
+            assert await get_text(http, server.url + "/") == "fixed"
         assert await server.stop() == 0
 
 

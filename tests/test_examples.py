@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
 
@@ -14,6 +13,7 @@ from examples.auth import app as auth_app
 from examples.echo import app as echo_app
 
 from .conftest import TIMEOUT, Transport, refused, server_close
+from .services import free_port
 
 
 async def test_echo(serve: Transport) -> None:
@@ -94,10 +94,7 @@ async def test_terminal_client_leaves_in_one_line_when_the_server_closes() -> No
 
 
 async def test_terminal_client_without_a_server_is_one_line() -> None:
-    with socket.socket() as closed:  # a port nothing listens on
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    url = f"ws://127.0.0.1:{port}/echo"
+    url = f"ws://127.0.0.1:{free_port()}/echo"  # nothing listens there
     with trio.fail_after(TIMEOUT):
         result = await trio.run_process(
             [sys.executable, "examples/client.py", url],
