@@ -82,6 +82,13 @@ class Server:
     async def disconnect(self, code: int = 1006) -> None:
         await self.put({"type": "websocket.disconnect", "code": code})
 
+    def burst(self, *texts: str, code: int = 1000) -> None:
+        """Messages and then the departure, all queued at once, as one TCP
+        read that carries them all hands them to the app."""
+        for text in texts:
+            self._to_app.send_nowait({"type": "websocket.receive", "text": text})
+        self._to_app.send_nowait({"type": "websocket.disconnect", "code": code})
+
     async def connect(self) -> None:
         await self.put({"type": "websocket.connect"})
 

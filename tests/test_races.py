@@ -516,3 +516,46 @@ def test_a_server_stop_before_the_handshake_is_answered_refuses_it() -> None:
 
     assert sweep(scenario, steps(0, 0.01, 100)) == []
     assert started == []  # refused before the view ran at all
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.random_module())
+def test_messages_and_the_departure_in_one_delivery(order: object) -> None:
+    """Issue 14, defect 1: the reader handed a message straight to the view
+    waiting in receive(), and the departure right behind it found the view
+    still "in receive()" and left it to be told there. The view, which only
+    sleeps or sends after its last receive ("take the request, then stream
+    the answer"), never came back, and ran until the server stopped."""
+    ends: list[tuple[str, int, float]] = []
+
+    def scenario_for(then: str, takes: int) -> Callable[[float], Awaitable[None]]:
+        async def scenario(gap: float) -> None:
+            app = App(disconnect_grace=0.1)
+
+            @app.websocket_route("/job")
+            async def job(ws: WebSocket) -> None:
+                for _ in range(takes):
+                    await ws.receive()
+                while True:  # the answer, streamed; or a long job
+                    if then == "sends":
+                        await ws.send("part")
+                    await trio.sleep(0.05 if then == "sends" else 10)
+
+            server = Server(app, "/job")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(server.run)
+                await server.connect()
+                await trio.sleep(gap)
+                server.burst(*["request"] * takes)
+                left = trio.current_time()
+                await server.done.wait()
+                # Cancelled within the grace of leaving its last receive().
+                ended_after = trio.current_time() - left
+                assert ended_after <= 0.1 + 1e-9, (then, takes, gap, ended_after)
+                ends.append((then, takes, ended_after))
+
+        return scenario
+
+    for then in ("sleeps", "sends"):
+        for takes in (1, 2, 3):
+            assert sweep(scenario_for(then, takes), [0, 1e-6, 0.01]) == []

@@ -1,18 +1,26 @@
 """One WebSocket connection, from handshake to close.
 
     connection task: Connection.run()
-    └── connection nursery; its cancel scope is the view's
-        ├── reader, always on: server receive() -> inbox (a bounded memory channel);
-        │   sees the client leave, or the view stop reading: records why, cancels
-        └── view(ws, **params), in the connection task itself
+    └── connection nursery
+        ├── reader, always on: server receive() -> inbox (`Inbox`: bounded in
+        │   messages and bytes). It sees the client leave, or the view stop
+        │   reading: it records why, and cancels the view (or, the client
+        │   gone, sets the grace). After the close it reads on until the
+        │   server reports the disconnect, so the server can release the socket.
+        └── the grace scope (`Connection.grace`)
+            └── view(ws, **params), in the connection task itself
         then, whatever ended the view: one decision (`Ending`), one table
-        (`CLOSINGS`), one shielded and bounded close, and a bounded read of the
-        server until it reports the disconnect, so it can release the socket
+        (`CLOSINGS`), one shielded and bounded close, and the record
 
 Who may do what, so that a connection's life fits in one head: only the
 connection task (the view, then the exit path) changes the WebSocket's state
 or writes to the wire. The reader and the server's stop only *record* why the
-connection ends (the first record wins) and cancel the view.
+connection ends, each in a field of its own, and cancel the view.
+
+Told or cancelled: a view whose client has left learns it in receive(), or
+is cancelled `disconnect_grace` after it last left receive(). The rule lives
+in `Connection._grace_from`; receive() and the reader's `left` are the only
+places that apply it.
 
 Why a reader always runs: under hypercorn a send to a departed client returns
 silently, and hypercorn stops reading the socket once ten messages wait for
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
@@ -34,6 +43,7 @@ import trio
 
 from ._errors import leaves, sole_error, split_errors
 from ._hypercorn import ENDED_BY, write_deadline
+from ._inbox import Inbox
 from ._messages import Message
 from .guards import Check
 from .metrics import RouteTally
@@ -142,12 +152,13 @@ class Connections:
 
     def __init__(self) -> None:
         self._open: set[Connection] = set()
+        #: The server is stopping: a view it cancels ends as `SHUTDOWN`.
         self.going_away = False
 
     def add(self, connection: Connection) -> None:
         self._open.add(connection)
         if self.going_away:
-            connection.stop(Ending(End.SHUTDOWN))
+            connection.grace.cancel()
 
     def discard(self, connection: Connection) -> None:
         self._open.discard(connection)
@@ -156,7 +167,7 @@ class Connections:
         """Stop every view; each connection then closes with 1001."""
         self.going_away = True
         for connection in list(self._open):
-            connection.stop(Ending(End.SHUTDOWN))
+            connection.grace.cancel()
 
 
 #: The running server's connections, if it keeps track (plain hypercorn does not).
@@ -167,25 +178,33 @@ class Connection:
     """One WebSocket connection: the view's task, its reader, and how it ends.
 
     The `WebSocket` a view holds talks to it through `receive`, `send`,
-    `transmit`, `bad_input`, `gone` and `departure`, nothing else.
+    `transmit`, `answered`, `bad_input`, `gone` and `departure`, nothing
+    else.
+
+    Each field has one writer:
+
+    - `inbox`: the reader puts and ends, the view gets and closes (see `Inbox`);
+    - `grace`, the view's cancel scope: cancelled by whoever ends the
+      connection; its deadline is the grace rule (`_grace_from`);
+    - `departure` and `_reader_end`: the reader;
+    - `_receiving` and `_away_since`: `receive()`, in the view's tasks;
+    - `_bad_input`, `_broken` and `_answer`: the view's calls (the view's
+      tasks, then the exit path).
     """
 
     __slots__ = (
-        "_inbox",
-        "_inbox_in",
-        "_left_at",
-        "_moved",
-        "_queued",
+        "_answer",
+        "_away_since",
+        "_bad_input",
+        "_broken",
+        "_reader_end",
         "_receive",
         "_receiving",
-        "_room",
-        "_scope",
         "_send",
         "_started",
-        "_told",
         "departure",
-        "end",
-        "gone",
+        "grace",
+        "inbox",
         "limits",
         "received",
         "sent",
@@ -210,22 +229,23 @@ class Connection:
         self.received = self.sent = 0
         self._started = trio.current_time()
         self.ws = WebSocket(scope, self, **options)
-        #: Why the connection ends, once that is known.
-        self.end: Ending | None = None
+        self.inbox = Inbox(limits.inbox_messages, limits.inbox_bytes)
+        #: The view runs in this scope. Cancelled by whoever ends the
+        #: connection; its deadline, once the client has left, is the grace.
+        self.grace = trio.CancelScope()
         #: The client's close code and reason, once it has left.
         self.departure: tuple[int, str] | None = None
-        #: Nothing more goes on the wire: the client left, or the transport failed.
-        self.gone = False
-        self._inbox_in, self._inbox = trio.open_memory_channel[tuple[Message, int]](
-            limits.inbox_messages
-        )
-        self._queued = 0  # characters or bytes in the inbox
-        self._room: trio.Event | None = None  # the reader waits for the view to take some
+        self._reader_end: Ending | None = None  # why the reader ended it, if it did
         self._receiving = 0  # view tasks inside receive()
-        self._left_at = trio.current_time()  # when the view last left receive()
-        self._told = False  # the view has learnt, from receive(), that the client left
-        self._moved: trio.Event | None = None  # once it left: the view entered or left receive()
-        self._scope: trio.CancelScope | None = None  # the connection nursery's: the view's
+        self._away_since = self._started  # when the last one left receive()
+        self._bad_input: Ending | None = None  # the client sent what the route cannot read
+        self._broken = False  # the transport failed under a send
+        self._answer: int | None = None  # the handshake's answer, once it went out
+
+    @property
+    def gone(self) -> bool:
+        """Nothing more goes on the wire: the client left, or the transport failed."""
+        return self._broken or self.departure is not None
 
     # -- the connection task -------------------------------------------------
 
@@ -244,38 +264,48 @@ class Connection:
         Returns the view's exception, once logged and answered (1011 or 500),
         so a test client can re-raise it. Cancellation from outside, and
         KeyboardInterrupt or SystemExit, are re-raised after the close.
+        Whatever happens on the way out, the connection is counted and
+        logged, and leaves the server's registry.
         """
         connections = current.get()
         outcome: BaseException | None = None
+        ending = Ending(End.SHUTDOWN)  # if even the decision is never reached
         try:
             async with trio.open_nursery() as nursery:
-                # The view runs in the nursery's own scope: cancelling the
-                # view stops the reader too, which by then has nothing to do.
-                self._scope = nursery.cancel_scope
-                if connections is not None:
-                    connections.add(self)
                 nursery.start_soon(self._read)
-                if await self._admitted(checks):
-                    if auto_accept:
-                        await self.ws._accept_for_view()
-                    await view(self.ws, **params)
-                nursery.cancel_scope.cancel()  # the view is done: so is its reader
-        except BaseException as exc:  # every road out leads to the close below
-            outcome = _ours_unwrapped(exc)
+                try:
+                    with self.grace:
+                        if connections is not None:
+                            connections.add(self)
+                        if await self._admitted(checks):
+                            if auto_accept:
+                                await self.ws._accept_for_view()
+                            await view(self.ws, **params)
+                except BaseException as exc:  # every road out leads to the close below
+                    outcome = _ours_unwrapped(exc)
+                finally:
+                    if connections is not None:
+                        connections.discard(self)
+                ending = self._conclude(outcome, connections)
+                try:
+                    await self._close(ending, outcome)
+                finally:
+                    if self._drains():
+                        # The reader reads on until the server reports the
+                        # disconnect, so it can release the socket.
+                        nursery.cancel_scope.deadline = (
+                            trio.current_time() + self.limits.close_timeout
+                        )
+                    else:
+                        nursery.cancel_scope.cancel()
         finally:
-            if connections is not None:
-                connections.discard(self)
-        self.end = self._conclude(outcome)
-        accepted = self.ws.connection_state in (WebSocketState.CONNECTED, WebSocketState.CLOSED)
-        await self._close(self.end, outcome)
-        await self._drain()
-        self._record(accepted, outcome)
+            self._record(ending, outcome)
         if outcome is None:
             return None
         _, unlogged = split_errors(outcome)
         if unlogged is not None:
             raise unlogged  # cancellation from outside, KeyboardInterrupt, SystemExit
-        return (sole_error(outcome) or outcome) if self.end.end is End.FAILED else None
+        return (sole_error(outcome) or outcome) if ending.end is End.FAILED else None
 
     async def _admitted(self, checks: Iterable[Check]) -> bool:
         """Run the checks until one refuses the handshake; False if one did."""
@@ -292,8 +322,13 @@ class Connection:
                 )
         return True
 
-    def _conclude(self, outcome: BaseException | None) -> Ending:
-        """Why the connection ended, all things considered: the one decision."""
+    def _conclude(self, outcome: BaseException | None, connections: Connections | None) -> Ending:
+        """Why the connection ended, all things considered: the one decision.
+
+        The view's own exception comes first; then what the view's calls
+        found (bad input), then what the reader found (the client left, the
+        view stalled, the server ended it), then the server's stop.
+        """
         parts = [] if outcome is None else leaves(outcome)
         errors = [e for e in parts if not isinstance(e, (trio.Cancelled, WebSocketDisconnect))]
         if any(not isinstance(e, Exception) for e in errors):
@@ -303,14 +338,18 @@ class Connection:
             if chosen[0] is not None and all(chosen):
                 return Ending(End.CODED_ERROR, *chosen[0])
             return Ending(End.FAILED)
-        if self.end is not None:
-            return self.end
+        recorded = self._bad_input or self._reader_end
+        if recorded is not None:
+            return recorded
+        cancelled = self.grace.cancelled_caught or any(isinstance(e, trio.Cancelled) for e in parts)
+        if cancelled and connections is not None and connections.going_away:
+            return Ending(End.SHUTDOWN)
         disconnects = [e for e in parts if isinstance(e, WebSocketDisconnect)]
         if disconnects and self.ws.connection_state is WebSocketState.CLOSED:
             return Ending(End.RETURNED)  # the echo of the view's own close, in another task
         if disconnects:
             return Ending(End.CLIENT_LEFT, disconnects[0].code, disconnects[0].reason)
-        if parts:  # cancelled, and not by us: the server is stopping without telling us
+        if cancelled:  # and not by us: the server is stopping without telling us
             return Ending(End.SHUTDOWN)
         return Ending(End.RETURNED)
 
@@ -347,20 +386,30 @@ class Connection:
             detail = f": {ending.reason}" if ending.reason and ending.reason != why else ""
             logger.log(closing.level, "WebSocket %r %s (%s)%s", path, done, why, detail)
 
-    def _record(self, accepted: bool, outcome: BaseException | None) -> None:
+    def _drains(self) -> bool:
+        """Whether the reader must read on after the close: the server may
+        still hold messages, and its report of the disconnect, for the app.
+
+        hypercorn puts that report into the app's queue of ten and waits
+        while the queue is full: were nobody reading, it would wait for ever,
+        holding the socket, its tasks and every queued message. Only an
+        accepted connection can have messages queued.
+        """
+        return self.departure is None and self.ws.connection_state is WebSocketState.CLOSED
+
+    def _record(self, ending: Ending, outcome: BaseException | None) -> None:
         """Count how this connection ended, and write its access line."""
-        assert self.end is not None
         tally = self.tally
-        if accepted:
+        if self._answer == 101:
             tally.open -= 1
-        elif self.ws.connection_state is WebSocketState.CONNECTING:
+        elif self._answer is None and self.ws.connection_state is WebSocketState.CONNECTING:
             tally.handshakes[500] += 1  # left unanswered: the server answers 500
         code = self.ws.close_code
         if code is not None:
             tally.closes[code] += 1
         error = sole_error(outcome) if outcome is not None else None
-        coded = self.end.end is End.CODED_ERROR and error is not None
-        tally.ends[type(error).__name__ if coded else self.end.end.name.lower()] += 1
+        coded = ending.end is End.CODED_ERROR and error is not None
+        tally.ends[type(error).__name__ if coded else ending.end.name.lower()] += 1
         if access_log.isEnabledFor(logging.INFO):
             client = self.ws.client
             access_log.info(
@@ -373,119 +422,74 @@ class Connection:
                 self.sent,
             )
 
-    def answered(self, status: int) -> None:
-        """The handshake was answered: 101 (accepted), or an HTTP status."""
-        self.tally.handshakes[status] += 1
-        if status == 101:
-            self.tally.open += 1
-
-    async def _drain(self) -> None:
-        """Read the server until it reports the disconnect, dropping what arrives.
-
-        hypercorn puts the disconnect into the app's queue of ten; were the
-        queue full with nobody reading, it would wait there for ever, holding
-        the socket, its tasks and every queued message. Only an accepted
-        connection can have messages queued. Bounded by `close_timeout`.
-        """
-        if self.departure is not None or self.ws.connection_state is not WebSocketState.CLOSED:
-            return
-        with trio.move_on_after(self.limits.close_timeout):
-            while (await self._receive())["type"] != "websocket.disconnect":
-                pass
-
-    # -- other tasks: record why, and cancel ---------------------------------
-
-    def stop(self, ending: Ending) -> None:
-        """End the connection for `ending`: record it (unless an end is known) and
-        cancel the view. All that a task other than the connection's may do."""
-        if self.end is None:
-            self.end = ending
-        assert self._scope is not None  # stop() is only called on a running connection
-        self._scope.cancel()
+    # -- the reader: record why, and cancel ------------------------------------
 
     async def _read(self) -> None:
-        """Server -> inbox, for as long as the view runs."""
+        """Server -> inbox, until the server reports the disconnect."""
         while True:
             message = await self._receive()
             kind = message["type"]
             if kind == "websocket.receive":
-                # Once the view has closed, nothing it leaves unread is a stall.
-                if not await self._queue(message) and self.ws.connection_state in _OPEN:
-                    waiting = self._inbox_in.statistics().current_buffer_used
-                    stall = self.limits.stall_timeout
-                    detail = (
-                        f"the view read nothing for {stall:g} s with {waiting} messages waiting"
-                    )
-                    self.stop(Ending(End.STALLED, 1008, detail))
-                    return
+                await self.deliver(message)
             elif kind == "websocket.disconnect":
                 # An int: a server may hand an IntEnum (wsproto's CloseReason).
                 code, reason = int(message.get("code", 1005)), message.get("reason") or ""
                 ended_by = message.get(ENDED_BY)  # the server ended it: why
-                if ended_by is not None and self.end is None:
-                    self.end = Ending(End[ended_by.upper()], code, reason)
-                await self._client_left(code, reason)
+                self.left(code, reason, None if ended_by is None else End[ended_by.upper()])
                 return
 
-    async def _queue(self, message: Message) -> bool:
-        """Put `message` in the inbox, waiting while it is full.
+    async def deliver(self, message: Message) -> None:
+        """Queue a client's message for the view, waiting while the inbox is full.
 
         The wait is backpressure: while the reader waits it does not read the
-        server, so the server stops reading the socket. Returns False if the
-        view took nothing for `stall_timeout`; any message taken restarts the
-        clock. Once the view has said its last word, messages are dropped.
+        server, so the server stops reading the socket. If the view takes
+        nothing for `stall_timeout`, it has stopped reading: the connection
+        is ended with 1008, and what arrives after that close is dropped.
         """
         text, data = message.get("text"), message.get("bytes")
         size = len(text) if text is not None else len(data or b"")
-        limits = self.limits
-        try:
-            while self._queued and self._queued + size > limits.inbox_bytes:
-                room = self._room = trio.Event()
-                with trio.move_on_after(limits.stall_timeout) as waiting:
-                    await room.wait()
-                if waiting.cancelled_caught:
-                    return False
-            try:
-                self._inbox_in.send_nowait((message, size))
-            except trio.WouldBlock:
-                with trio.move_on_after(limits.stall_timeout) as waiting:
-                    await self._inbox_in.send((message, size))
-                if waiting.cancelled_caught:
-                    return False
-            self._queued += size
-        except trio.BrokenResourceError:
-            pass  # the view has closed the connection: nobody will read it
-        return True
+        # Once stalled, wait for the view's last word (the 1008), then drop.
+        stall = self.limits.stall_timeout if self._reader_end is None else math.inf
+        if await self.inbox.put(message, size, stall):
+            return
+        if self.ws.connection_state not in _OPEN:
+            return  # the view has said its last word: nothing it leaves unread is a stall
+        detail = f"the view read nothing for {stall:g} s with {self.inbox.waiting} messages waiting"
+        self._reader_end = Ending(End.STALLED, 1008, detail)
+        self.grace.cancel()
 
-    async def _client_left(self, code: int, reason: str) -> None:
-        """Tell the view, or cancel it.
+    def left(self, code: int, reason: str, ended_by: End | None = None) -> None:
+        """The connection is over on the client's side: it left with `code`
+        and `reason`, or the server ended it (`ended_by`). Tell the view, or
+        cancel it.
 
         A view in receive() learns there, once what was queued is read, and
         finishes on its own: an `async for` loop then ends the same way
         whatever it was doing when the client left. So does a view that comes
         back to receive() within `disconnect_grace` of having left it, as
         often as it takes to read what was queued. A view away longer (it
-        only sends, or waits on something else) is cancelled.
+        only sends, or waits on something else) is cancelled: see
+        `_grace_from`, the one place that rule is kept.
         """
         self.departure = (code, reason)
-        self.gone = True
-        self._inbox_in.close()  # receive() reports the departure once the inbox is drained
+        self.inbox.end()
         if self.ws.connection_state not in _OPEN:
             return  # the client answered our close or rejection
-        if self.end is None:
-            self.end = Ending(End.CLIENT_LEFT, code, reason)
-        if self._receiving and not self._inbox.statistics().current_buffer_used:
-            return  # waiting in receive() with nothing queued: closing the inbox told it
-        while not self._told and self.ws.connection_state in _OPEN:
-            moved = self._moved = trio.Event()
-            if self._receiving:
-                await moved.wait()  # it takes a queued message, or learns
-                continue
-            with trio.move_on_at(self._left_at + self.limits.disconnect_grace):
-                await moved.wait()
-            if not moved.is_set() and self.ws.connection_state in _OPEN:
-                self.stop(self.end)
-                return
+        if self._reader_end is None:
+            self._reader_end = Ending(ended_by or End.CLIENT_LEFT, code, reason)
+        if not self._receiving:
+            self._grace_from(self._away_since)
+
+    def _grace_from(self, away_since: float) -> None:
+        """The grace rule. Once the client has left, a view away from
+        receive() since `away_since` is cancelled `disconnect_grace` later,
+        unless it comes back first; one in receive() has no deadline.
+
+        Called when the client leaves with no view task in receive(), and
+        when the last one leaves receive() having not yet learnt that the
+        client left; receive() clears the deadline while a task waits in it.
+        """
+        self.grace.deadline = away_since + self.limits.disconnect_grace
 
     # -- the WebSocket's side --------------------------------------------------
 
@@ -493,26 +497,22 @@ class Connection:
         """The client's next message; None once it has left (or the view closed)
         and the inbox is drained."""
         self._receiving += 1
-        if self._moved is not None:
-            self._moved.set()
+        if self.departure is not None:
+            self.grace.deadline = math.inf  # waiting in receive(): it will be told
+        message: Message | None = None
+        told = False
         try:
-            message, size = await self._inbox.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            self._told = True
-            # A closed channel raises without a schedule point; a view that
-            # calls receive() again and again must still let others run.
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return None
+            message = await self.inbox.get()
+            told = message is None
         finally:
             self._receiving -= 1
-            self._left_at = trio.current_time()
-            if self._moved is not None:
-                self._moved.set()
-        self._queued -= size
-        if self._room is not None:
-            self._room.set()
-        self.received += 1
-        self.tally.messages_in += 1
+            self._away_since = trio.current_time()
+            # Away again, with the client gone and the news not yet heard.
+            if self.departure is not None and not told and not self._receiving:
+                self._grace_from(self._away_since)
+        if message is not None:
+            self.received += 1
+            self.tally.messages_in += 1
         return message
 
     async def send(self, message: Message) -> None:
@@ -524,30 +524,35 @@ class Connection:
         try:
             await self._send(message)
         except _TRANSPORT_ERRORS:
-            self.gone = True
+            self._broken = True
         else:
             self.sent += 1
             self.tally.messages_out += 1
         finally:
             write_deadline.reset(token)
 
-    async def transmit(self, *messages: Message, final: bool) -> None:
+    async def transmit(self, *messages: Message, final: bool) -> bool:
         """Put what a state transition promises on the wire: the one path for
-        accept, reject and close, whoever calls them.
+        accept, reject and close, whoever calls them. True if it went out.
 
         Shielded, since a cancelled send would leave the state claiming an
         answer the client never got; bounded by `close_timeout`, so a client
-        that stopped reading cannot hold it. After the last word (`final`)
-        the inbox is closed and what still arrives is dropped.
+        that stopped reading cannot hold it. A server's send that fails, in
+        any way, means this connection's transport is broken: nothing more
+        is written to it, and the failure stays with this connection. Once
+        the last word (`final`) is out, the inbox is closed and what still
+        arrives is dropped.
         """
-        if final:
-            self._inbox.close()
-            self._queued = 0
-            if self._room is not None:
-                self._room.set()
+        try:
+            return await self._transmit(messages)
+        finally:
+            if final:
+                self.inbox.close()
+
+    async def _transmit(self, messages: tuple[Message, ...]) -> bool:
         if self.gone:
             await trio.lowlevel.cancel_shielded_checkpoint()
-            return
+            return False
         deadline = trio.current_time() + self.limits.close_timeout
         token = write_deadline.set(deadline)  # the server's write too, where it lets us
         with trio.CancelScope(shield=True, deadline=deadline) as scope:
@@ -555,16 +560,32 @@ class Connection:
                 for message in messages:
                     await self._send(message)
             except _TRANSPORT_ERRORS:
-                self.gone = True
+                self._broken = True
+            except Exception as exc:  # the server failed: still only this connection's
+                self._broken = True
+                logger.warning(
+                    "WebSocket %r: the server failed to send %s; the connection is lost",
+                    self.ws.scope["path"],
+                    messages[0]["type"],
+                    exc_info=exc,
+                )
             finally:
                 write_deadline.reset(token)
         if scope.cancelled_caught:
-            self.gone = True
+            self._broken = True
+        return not self._broken
+
+    def answered(self, status: int) -> None:
+        """The handshake's answer went out: 101 (accepted), or an HTTP status."""
+        self._answer = status
+        self.tally.handshakes[status] += 1
+        if status == 101:
+            self.tally.open += 1
 
     def bad_input(self, code: int, reason: str) -> None:
         """The client sent what the route cannot read; the view closes with `code`."""
-        if self.end is None:
-            self.end = Ending(End.BAD_INPUT, code, reason)
+        if self._bad_input is None:
+            self._bad_input = Ending(End.BAD_INPUT, code, reason)
 
 
 def _ours_unwrapped(exc: BaseException) -> BaseException:

@@ -241,8 +241,8 @@ class WebSocket(ScopeView):
             "headers": encode_headers(headers),
         }
         self._transition("accept")
-        self._connection.answered(101)
-        await self._connection.transmit(accept, final=False)
+        if await self._connection.transmit(accept, final=False):
+            self._connection.answered(101)
 
     async def reject(
         self,
@@ -268,20 +268,22 @@ class WebSocket(ScopeView):
         if (status == 403 and not content and not raw_headers) or not self._can_respond():
             # ASGI's own way: close before accept is answered with 403.
             self._transition("reject")
-            self._connection.answered(403)
-            await self._connection.transmit({"type": "websocket.close", "code": 1000}, final=True)
+            if await self._connection.transmit(
+                {"type": "websocket.close", "code": 1000}, final=True
+            ):
+                self._connection.answered(403)
             return
         names = {name for name, _ in raw_headers}
         if content and b"content-type" not in names:
             raw_headers.append((b"content-type", b"text/plain; charset=utf-8"))
         raw_headers.append((b"content-length", str(len(content)).encode()))
         self._transition("reject")
-        self._connection.answered(status)
-        await self._connection.transmit(
+        if await self._connection.transmit(
             {"type": "websocket.http.response.start", "status": status, "headers": raw_headers},
             {"type": "websocket.http.response.body", "body": content},
             final=True,
-        )
+        ):
+            self._connection.answered(status)
 
     def _can_respond(self) -> bool:
         return "websocket.http.response" in self.scope.get("extensions", {})
