@@ -10,7 +10,7 @@ import trio
 import trio.lowlevel
 
 from trio_boca import App, WebSocket, WebSocketDisconnect
-from trio_boca.testing import TestClient
+from trio_boca.testing import LiveServer, TestClient
 
 from .conftest import TIMEOUT, Transport, ViewProbe, server_close, settle_tasks, task_baseline
 from .rawclient import RawClient
@@ -261,3 +261,55 @@ async def test_a_view_that_keeps_receiving_after_its_client_left_does_not_freeze
                     await trio.sleep_forever()
             nursery.cancel_scope.cancel()
     assert ticks >= 25  # of 50 possible: the ticker kept its turn
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["serve", "hypercorn"])
+async def test_clients_that_send_their_request_and_leave_in_one_write(plain: bool) -> None:
+    """Issue 14, defect 1, over real sockets: each client writes a large
+    message, a second one and its close frame in one go, to a view that
+    prepares for a moment, takes both, and then only works ("take the
+    request, then stream the answer"). The two overflow the inbox's byte
+    budget, so the reader holds the second until the view takes the first,
+    then hands it straight to the view, waiting again in receive(), with the
+    departure right behind it. On the previous core about half of the 60
+    views then ran until the server stopped, each holding a slot of the
+    census and of `metrics.open`."""
+    from wsproto.events import CloseConnection, Message
+
+    app = App(disconnect_grace=0.1)
+    running = 0
+
+    @app.websocket_route("/job")
+    async def job(ws: WebSocket) -> None:
+        nonlocal running
+        running += 1
+        try:
+            await trio.sleep(0.2)  # preparing: loading the user's state, say
+            await ws.receive()
+            await ws.receive()
+            await trio.sleep_forever()  # a long job, which would only send
+        finally:
+            running -= 1
+
+    async def client(port: int) -> None:
+        raw = await RawClient.connect(port, "/job")
+        burst = raw.ws.send(Message(data="r" * 900_000))
+        burst += raw.ws.send(Message(data="s" * 200_000))
+        burst += raw.ws.send(CloseConnection(code=1000))
+        await raw.stream.send_all(burst)
+        with trio.move_on_after(2), contextlib.suppress(EOFError, trio.BrokenResourceError):
+            await raw.close_code()
+        await raw.abort()
+
+    with trio.fail_after(TIMEOUT * 2):
+        async with LiveServer(app, plain=plain) as server:
+            async with trio.open_nursery() as nursery:
+                for _ in range(60):
+                    nursery.start_soon(client, server.port)
+            left_at = trio.current_time()
+            while running or app.guard.census.open or app.metrics.route("/job").open:
+                assert trio.current_time() - left_at < 1.0, (
+                    f"{running} views, census {app.guard.census.open}, "
+                    f"open {app.metrics.route('/job').open}"
+                )
+                await trio.sleep(0.01)
