@@ -273,7 +273,7 @@ def watching_the_grace(seen: Seen) -> Iterator[None]:
         left(self, *args)
 
     Connection.receive = watched_receive  # type: ignore[method-assign]
-    Connection.left = watched_left  # type: ignore[method-assign]
+    Connection.left = watched_left  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
