@@ -650,3 +650,58 @@ async def test_an_error_inside_hypercorn_closes_that_connection_only(
                 assert await client.receive() == "still serving"
     [failure] = records(caplog, logging.ERROR)  # three failures, one line a second
     assert failure.getMessage() == "hypercorn failed on a connection; closed it"
+
+
+@pytest.mark.parametrize(
+    "offer",
+    [
+        "permessage-deflate; client_max_window_bits=x",
+        'permessage-deflate; client_max_window_bits="9"',
+        "permessage-deflate; server_max_window_bits=20",
+        "permessage-deflate;;",
+    ],
+)
+@pytest.mark.parametrize("plain", [True, False], ids=["hypercorn", "serve-compression"])
+async def test_a_malformed_compression_offer_is_refused_with_400(
+    plain: bool, offer: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14, defect 2. hypercorn's parser failed on these offers inside
+    the app's accept: the client got no answer at all, hypercorn logged
+    "Error in ASGI Framework", and `metrics.open` stayed raised for good
+    (under plain hypercorn a quoted value, which RFC 7692 allows, also took
+    the whole server down). Now the door refuses the offer with 400."""
+    app = echo_app()
+
+    async def handshake(port: int) -> bytes:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        request = (
+            f"GET /echo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: {offer}\r\n\r\n"
+        )
+        await stream.send_all(request.encode())
+        answer = b""
+        with trio.move_on_after(2):
+            while chunk := await stream.receive_some(4096):
+                answer += chunk
+        await stream.aclose()
+        return answer
+
+    options: dict[str, Any] = {"plain": True} if plain else {"compression": True}
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(app, **options) as server:
+            answer = await handshake(server.port)
+            assert answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+            assert b"malformed Sec-WebSocket-Extensions" in answer
+            # A well-formed offer is still served, with compression where on.
+            client = await RawClient.connect(server.port, "/echo", offer_deflate=True)
+            await client.send("alive")
+            assert await client.receive_text() == "alive"
+            await client.ws_close()
+            await client.abort()
+            with trio.fail_after(2):
+                while app.metrics.route("/echo").open or app.guard.census.open:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+    assert app.metrics.route("/echo").handshakes[400] == 1
+    assert [r.levelno for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert len(records(caplog, logging.WARNING)) == 1  # the refusal, in one line

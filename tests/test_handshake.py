@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable
 
 import pytest
@@ -10,6 +11,7 @@ import trio
 from trio_boca import App, WebSocket
 from trio_boca.testing import WebSocketRejected
 
+from .asgi import Server
 from .conftest import TIMEOUT, Transport, refused, server_close
 
 
@@ -292,3 +294,43 @@ async def test_close_refuses_codes_and_reasons_a_server_may_not_send(serve: Tran
         async with serve(app) as server, server.websocket("/codes") as client:
             closed = await server_close(client)
     assert (closed.code, closed.reason) == (4999, "é" * 61)
+
+
+@pytest.mark.parametrize("failure", [AttributeError, trio.BrokenResourceError])
+async def test_an_accept_the_server_fails_to_send_loses_that_connection_only(
+    failure: type[Exception], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14, defect 2: the 101 was counted, and the state moved on, before
+    the accept went out; when the server's send raised (hypercorn's parser
+    failing inside it), the close that followed failed too, outside the
+    connection's exit path, and `metrics.open` stayed raised for good. Now
+    an answer is counted once it has gone out, and a server's send that
+    fails marks the transport broken: nothing more is written to it."""
+    app = App()
+    ran = False
+
+    @app.websocket_route("/x")
+    async def view(ws: WebSocket) -> None:
+        nonlocal ran
+        ran = True
+        async for message in ws:
+            await ws.send(message)
+
+    server = Server(app, "/x")
+    server.fail_send = failure
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.run)  # raises out of here if the app does
+            await server.connect()
+            await server.disconnect(1006)
+            await server.done.wait()
+    tally = app.metrics.route("/x")
+    assert (tally.open, dict(tally.handshakes), server.sent) == (0, {}, [])
+    assert ran  # the view ran, and learnt from receive() that the client was gone
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    if failure is AttributeError:  # not a transport's error: said once, with its traceback
+        assert warnings == [
+            "WebSocket '/x': the server failed to send websocket.accept; the connection is lost"
+        ]
+    else:
+        assert warnings == []

@@ -2,6 +2,12 @@
 
 In order, for every WebSocket route:
 
+0. **a well-formed compression offer.** A `Sec-WebSocket-Extensions` header
+   whose permessage-deflate offer breaks RFC 7692, or quotes a parameter's
+   value, is refused with 400. Quoting is legal, but no browser or client
+   library does it, and hypercorn's parser (wsproto) fails on it, as on any
+   malformed offer, inside the app's accept: the client then got no answer
+   at all and the connection was lost.
 1. **the origin** (`allowed_origins`). Browsers send cookies with a WebSocket
    handshake to any site, and CORS does not apply to WebSockets: without a
    check, any page on the web could open a socket to the app as its visitor
@@ -164,6 +170,14 @@ class Guard:
         An admitted connection must be `release`d when it ends.
         """
         path = scope["path"]
+        problem = deflate_offer_problem(scope)
+        if problem is not None:
+            self.refusals.record(
+                "extensions",
+                f"WebSocket {path!r}: refused a handshake from {_client(scope)!r} with a "
+                f"malformed Sec-WebSocket-Extensions header: {problem}",
+            )
+            return Refusal(400, f"malformed Sec-WebSocket-Extensions: {problem}")
         policy = self.origins if route_origins is None else route_origins
         origin = policy.refuses(scope)
         if origin is not None:
@@ -187,6 +201,38 @@ class Guard:
     def release(self, scope: Mapping[str, Any]) -> None:
         """An admitted connection has ended."""
         self.census.leave(_client(scope))
+
+
+def deflate_offer_problem(scope: Mapping[str, Any]) -> str | None:
+    """What is wrong with the handshake's permessage-deflate offer, if anything.
+
+    The offer is read by websockets' parser and checked with its
+    permessage-deflate negotiation (RFC 7692), the library our own server
+    negotiates with; offers of other extensions are a server's to ignore.
+    """
+    values = [
+        bytes(value).decode("latin-1")
+        for name, value in scope.get("headers", ())
+        if name == b"sec-websocket-extensions"
+    ]
+    if not values or not any("permessage-deflate" in value.lower() for value in values):
+        return None
+    from websockets.exceptions import InvalidHandshake
+    from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+    from websockets.headers import parse_extension
+
+    factory = ServerPerMessageDeflateFactory()
+    for value in values:
+        try:
+            offers = parse_extension(value)
+            for name, params in offers:
+                if name == factory.name:
+                    factory.process_request_params(params, [])
+        except InvalidHandshake as exc:
+            return str(exc)
+        if '"' in value and any(name == factory.name for name, _ in offers):
+            return "quoted parameter values are not accepted"
+    return None
 
 
 def _normalized(origin: str) -> str:
