@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -63,3 +64,12 @@ class RedisServer:
             self.process.kill()
             self.process.wait()
             self.process = None
+
+
+def freeze(process: subprocess.Popen[bytes]) -> None:
+    """Stop `process` (SIGSTOP): a server that holds its sockets and answers nothing."""
+    process.send_signal(signal.SIGSTOP)
+
+
+def thaw(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGCONT)

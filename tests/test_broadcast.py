@@ -14,7 +14,7 @@ from trio_boca import App, Broadcast, WebSocket
 from trio_boca.broadcast import BroadcastUnavailable, SlowSubscriber, Subscription
 
 from .conftest import TIMEOUT, Transport, server_close
-from .services import RedisServer
+from .services import RedisServer, freeze, thaw
 
 
 @pytest.fixture
@@ -244,3 +244,55 @@ async def test_a_view_subscribed_when_its_client_leaves_unsubscribes(serve: Tran
                 assert await client.receive() == "subscribed"
             await left.wait()
             assert broadcast._hub.channels == {}
+
+
+def room_app(url: str, shut_down: list[bool]) -> App:
+    """The chat example's shape: a broadcast run from a startup hook, a room view."""
+    app = App()
+    broadcast = Broadcast(url)
+
+    @app.on("startup")
+    async def start() -> None:
+        await app.nursery.start(broadcast.run)
+
+    @app.on("shutdown")
+    async def stop() -> None:
+        shut_down.append(True)
+
+    @app.websocket_route("/room")
+    async def room(ws: WebSocket) -> None:
+        async with broadcast.subscribe("room") as subscription:
+            await ws.send("subscribed")
+            async for message in subscription:
+                await ws.send(message)
+
+    return app
+
+
+@COREDIS_LEAK
+@pytest.mark.parametrize("plain", [False, True], ids=["serve", "hypercorn"])
+async def test_a_redis_that_stops_answering_does_not_skip_the_shutdown_hooks(
+    redis: RedisServer, plain: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 14, defect 3: with the Redis server frozen (SIGSTOP), coredis
+    raised anyio.ClosedResourceError while the broadcast was being
+    cancelled; it escaped the app's nursery, and in 3 stops of 6 the app's
+    shutdown hooks never ran (hypercorn logged a lifespan error)."""
+    from trio_boca.testing import LiveServer
+
+    shut_down: list[bool] = []
+    assert redis.process is not None
+    for _ in range(4):
+        app = room_app(redis.url, shut_down)
+        with trio.fail_after(TIMEOUT):
+            async with (
+                LiveServer(app, plain=plain, shutdown_timeout=1) as server,
+                server.websocket("/room") as client,
+            ):
+                assert await client.receive() == "subscribed"
+                freeze(redis.process)
+                await trio.sleep(0.1)
+        thaw(redis.process)
+    gc.collect()  # meet coredis's leaks under this test's filter
+    assert shut_down == [True] * 4
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -117,3 +117,93 @@ def test_hooks_are_checked_at_declaration() -> None:
     hook: Any = sync
     with pytest.raises(TypeError, match="startup hook"):
         app.on("startup")(hook)
+
+
+@pytest.mark.parametrize("server", ["in-process", "serve", "hypercorn"])
+async def test_two_servers_of_one_app_each_have_their_own_nursery(server: str) -> None:
+    """Issue 14, defect 5: a second server replaced the first's app.nursery,
+    and stopping the first left the second's raising RuntimeError. The
+    nursery belongs to a run of the lifespan: requests get their server's."""
+    import httpx
+
+    app = App()
+    started: list[str] = []
+
+    async def tagged(name: str) -> None:
+        started.append(name)
+        await trio.sleep_forever()
+
+    @app.route("/spawn/{name}")
+    async def spawn(req: Request, res: Response, name: str) -> None:
+        app.nursery.start_soon(tagged, name)
+        res.text = "ok"
+
+    def open_server() -> TestClient | LiveServer:
+        if server == "in-process":
+            return TestClient(app)
+        return LiveServer(app, plain=server == "hypercorn")
+
+    async def get(running: TestClient | LiveServer, path: str) -> int:
+        if isinstance(running, TestClient):
+            return (await running.get(path)).status_code
+        async with httpx.AsyncClient(base_url=running.url) as client:
+            return (await client.get(path)).status_code
+
+    with trio.fail_after(TIMEOUT):
+        async with open_server() as second:
+            async with open_server() as first:
+                assert await get(first, "/spawn/a") == 200
+                assert await get(second, "/spawn/b") == 200
+            # The first stopped: its tasks were cancelled, the second's nursery stays.
+            assert await get(second, "/spawn/c") == 200
+    assert started == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("server", ["in-process", "serve"])
+async def test_a_failing_background_task_is_logged_and_shutdown_still_runs(
+    server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A task in app.nursery that raises is logged once; the app goes on
+    serving, app.nursery is closed from then on, and the shutdown hooks run."""
+    import httpx
+
+    app = App()
+    events: list[str] = []
+    failed = trio.Event()
+
+    async def doomed() -> None:
+        try:
+            raise LookupError("the background task broke")
+        finally:
+            failed.set()
+
+    @app.on("startup")
+    async def start() -> None:
+        app.nursery.start_soon(doomed)
+
+    @app.on("shutdown")
+    async def stop() -> None:
+        events.append("shutdown")
+
+    @app.route("/nursery")
+    async def nursery(req: Request, res: Response) -> None:
+        try:
+            app.nursery.start_soon(trio.sleep_forever)
+            res.text = "open"
+        except RuntimeError:
+            res.text = "closed"
+
+    with trio.fail_after(TIMEOUT):
+        if server == "in-process":
+            async with TestClient(app) as client:
+                await failed.wait()
+                await trio.testing.wait_all_tasks_blocked()
+                assert (await client.get("/nursery")).text == "closed"
+        else:
+            async with LiveServer(app) as live, httpx.AsyncClient(base_url=live.url) as http:
+                await failed.wait()
+                await trio.sleep(0.05)
+                assert (await http.get("/nursery")).text == "closed"
+    assert events == ["shutdown"]
+    errors = records(caplog, logging.ERROR)
+    assert [r.getMessage() for r in errors] == ["a background task in app.nursery failed"]

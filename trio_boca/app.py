@@ -6,6 +6,7 @@ import inspect
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -115,7 +116,8 @@ class App:
             "startup": [],
             "shutdown": [],
         }
-        self._nursery: trio.Nursery | None = None
+        # The lifespans running now: one per server that serves the app.
+        self._runs: set[_Run] = set()
         #: Set when a startup hook failed, before the server is told.
         self.startup_failed = False
 
@@ -248,16 +250,26 @@ class App:
         """The app's nursery, open from startup to shutdown, for background tasks.
 
         Its tasks are cancelled at shutdown, before the shutdown hooks run.
+        Each server that runs the app has its own (the nursery belongs to
+        one run of the lifespan, not to the app): hooks, views and the tasks
+        they start get their server's. A background task that raises is
+        logged; the app's other background tasks are then cancelled, and
+        the shutdown hooks still run.
+
         Raises `RuntimeError` outside that span: before startup, once shutdown
-        has begun (in a shutdown hook, too), and whenever no server runs the
-        app's lifespan.
+        has begun (in a shutdown hook, too), after a background task failed,
+        and whenever no server runs the app's lifespan.
         """
-        if self._nursery is None:
+        run = _current_run.get()
+        if run is None and len(self._runs) == 1:
+            # A server that passes no lifespan state to requests: one run only.
+            (run,) = self._runs
+        if run is None or run.nursery is None:
             raise RuntimeError(
                 "app.nursery is open only between startup and shutdown, "
                 "while a server runs the app's lifespan"
             )
-        return self._nursery
+        return run.nursery
 
     async def serve(
         self,
@@ -301,12 +313,21 @@ class App:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "websocket":
-            await self._websocket(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
+        if kind == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        # The server copies the lifespan's state into each request's scope:
+        # that names the run (and so the app.nursery) this request belongs to.
+        run = scope.get("state", {}).get(_RUN)
+        token = None if run is None else _current_run.set(run)
+        try:
+            if kind == "http":
+                await self._http(scope, receive, send)
+            elif kind == "websocket":
+                await self._websocket(scope, receive, send)
+        finally:
+            if token is not None:
+                _current_run.reset(token)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -383,16 +404,42 @@ class App:
         if failure is not None and scope.get("extensions", {}).get(RAISE_EXCEPTIONS):
             raise failure
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
         self.startup_failed = False
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            started = await self._run_hooks("startup", send)
-            if started:
+        run = _Run()
+        state = scope.get("state")
+        if isinstance(state, dict):
+            state[_RUN] = run
+        token = _current_run.set(run)
+        self._runs.add(run)
+        started = stopping = False
+        from_server: Exception | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                run.nursery = nursery
+                try:
+                    started = await self._run_hooks("startup", send)
+                    if started:
+                        await receive()  # lifespan.shutdown
+                        stopping = True
+                except Exception as exc:  # the server's (hypercorn raises on a failed startup)
+                    from_server = exc
+                run.nursery = None
+                nursery.cancel_scope.cancel()  # background tasks end first, then the hooks
+        except Exception as exc:
+            # A background task failed (perhaps as it was cancelled): said
+            # once, and the shutdown hooks still run when the server stops.
+            run.nursery = None
+            logger.error("a background task in app.nursery failed", exc_info=exc)
+            if started and not stopping and from_server is None:
                 await receive()  # lifespan.shutdown
-            self._nursery = None
-            nursery.cancel_scope.cancel()  # background tasks end first, then the hooks
+        finally:
+            run.nursery = None
+            self._runs.discard(run)
+            _current_run.reset(token)
+        if from_server is not None:
+            raise from_server
         if started:
             await self._run_hooks("shutdown", send)
 
@@ -410,6 +457,25 @@ class App:
             return False
         await send({"type": f"lifespan.{event}.complete"})
         return True
+
+
+class _Run:
+    """One run of the app's lifespan, by one server."""
+
+    def __init__(self) -> None:
+        #: Open from the start of startup to the end of the running span.
+        self.nursery: trio.Nursery | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Run:
+        # A run is an identity, not a value: a middleware that deep-copies
+        # the scope (hypercorn's proxy fix does) still names the same run.
+        return self
+
+
+#: The lifespan state key that names a request's run (`_Run`).
+_RUN = "trio_boca.run"
+#: The run of the task at hand: its lifespan's, or its request's.
+_current_run: ContextVar[_Run | None] = ContextVar("trio_boca_run", default=None)
 
 
 def _name(view: object) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -204,6 +205,13 @@ class Broadcast(Running):
         try:
             with plain_errors():
                 await self._backend.run(task_status)
+        except Exception as exc:
+            if trio.current_effective_deadline() != -math.inf:
+                raise
+            # Raised on the way out of a cancellation (coredis fails so when
+            # Redis stops answering): the broadcast was stopping anyway.
+            logger.warning("broadcast: %s failed as it stopped: %r", self.url, exc)
+            await trio.lowlevel.checkpoint()  # the cancellation goes on
         finally:
             self._is_running = False
             self._hub.fail_all(BroadcastUnavailable)

@@ -70,12 +70,15 @@ class TestClient(Running):
         self.raise_server_exceptions = raise_server_exceptions
         self.client = client
         self._nursery: trio.Nursery | None = None
+        # The lifespan's state, of which each request gets a copy, as ASGI says.
+        self._state: dict[str, Any] = {}
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[None]:
         async with open_nursery() as nursery:
             lifespan = _Lifespan(self.app)
             await lifespan.start(nursery)
+            self._state = lifespan.state
             self._nursery = nursery
             try:
                 yield
@@ -86,6 +89,7 @@ class TestClient(Running):
                 await lifespan.stop()
             finally:
                 self._nursery = None
+                self._state = {}
 
     def _scope(self, kind: str, path: str, headers: Mapping[str, str] | None) -> dict[str, Any]:
         path, _, query = path.partition("?")
@@ -103,7 +107,7 @@ class TestClient(Running):
             "headers": raw_headers,
             "client": self.client,
             "server": ("testserver", 80),
-            "state": {},
+            "state": dict(self._state),
             "extensions": {RAISE_EXCEPTIONS: self.raise_server_exceptions},
         }
 
@@ -459,9 +463,15 @@ class _Lifespan:
         self._app_outbox, self._from_app = trio.open_memory_channel[Message](math.inf)
         self._supported = True
         self._started = False
+        #: What the app keeps for its requests (ASGI's lifespan state).
+        self.state: dict[str, Any] = {}
 
     async def _run(self) -> None:
-        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
+        scope = {
+            "type": "lifespan",
+            "asgi": {"version": "3.0", "spec_version": "2.0"},
+            "state": self.state,
+        }
         try:
             await self._app(scope, self._app_inbox.receive, self._app_outbox.send)
         except Exception:
