@@ -336,3 +336,29 @@ async def test_the_counts_in_process_and_the_access_log(
     [line] = [r.getMessage() for r in caplog.records if r.name == "trio_boca.access"]
     assert line.startswith("testclient:50000 WebSocket '/echo/lobby' ")
     assert line.endswith(", closed 1000, 2 in, 2 out")
+
+
+async def test_a_connection_cancelled_by_hypercorns_stop_is_still_counted_and_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 14, defect 4: plain hypercorn cancels what is left at its
+    graceful timeout. The view's close went out (1001), but the wait for the
+    client's answer raised Cancelled before the connection was recorded:
+    `metrics.open` stayed at 1 and no access line was written."""
+    caplog.set_level(logging.INFO, logger="trio_boca.access")
+    app = App()
+
+    @app.websocket_route("/wait")
+    async def wait(ws: WebSocket) -> None:
+        await trio.sleep_forever()
+
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(app, plain=True, shutdown_timeout=0.3) as server:
+            # A client that never answers the close: the connection waits for it.
+            client = await RawClient.connect(server.port, "/wait")
+        assert await client.close_code() == 1001
+        await client.abort()
+    assert app.metrics.route("/wait").open == 0
+    assert app.metrics.route("/wait").ends == {"shutdown": 1}
+    [line] = [r.getMessage() for r in caplog.records if r.name == "trio_boca.access"]
+    assert " WebSocket '/wait' " in line and ", closed 1001, 0 in, 0 out" in line
