@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import ssl
 import sys
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -43,6 +45,45 @@ logger = logging.getLogger("trio_boca")
 #: context takeover (its bounded form) it costs about a tenth of the throughput
 #: on small messages and gains little on them; see docs/operations.md.
 COMPRESSION = False
+
+
+class AcceptTrouble(logging.Filter):
+    """What accept() fails with when the process is out of file descriptors
+    (or memory), said once a second with a count, not once a try.
+
+    Trio's `serve_listeners`, under hypercorn, survives EMFILE by sleeping
+    and trying again, and logs each try at ERROR with a traceback: about
+    ten a second, for as long as the limit holds. This filter takes those
+    records off its logger and says, at most once a second, what is wrong
+    and how often it happened. Installed by `serve()`.
+    """
+
+    EVERY = 1.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._since = -math.inf  # when the last line was written (monotonic)
+        self._unsaid = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("accept returned "):
+            return True
+        self._unsaid += 1
+        now = time.monotonic()  # not Trio's clock: it outlives any one run
+        if now - self._since >= self.EVERY:
+            what = record.args[:2] if isinstance(record.args, tuple) else ("an error", "")
+            logger.warning(
+                "cannot accept connections: %s (%s), %d time%s since the last report; "
+                "open connections go on, new ones wait",
+                *what,
+                self._unsaid,
+                "" if self._unsaid == 1 else "s",
+            )
+            self._since, self._unsaid = now, 0
+        return False
+
+
+_accept_trouble = AcceptTrouble()
 
 
 class StartupFailed(Exception):
@@ -164,6 +205,7 @@ async def serve(
     option out of range.
     """
     require_asgi(app)
+    logging.getLogger("trio.serve_listeners").addFilter(_accept_trouble)  # once: a set
     config = config or make_config(host, port, shutdown_timeout)
     if ssl_context is not None:
         if not isinstance(config, _hypercorn.TLSConfig):
