@@ -42,6 +42,7 @@ from typing import Any, NamedTuple
 import trio
 
 from ._errors import leaves, sole_error, split_errors
+from ._direct import EXTENSION
 from ._hypercorn import ENDED_BY, write_deadline
 from ._inbox import Inbox
 from ._messages import Message
@@ -152,13 +153,13 @@ class Connections:
 
     def __init__(self) -> None:
         self._open: set[Connection] = set()
-        #: The server is stopping: a view it cancels ends as `SHUTDOWN`.
+        #: The server is stopping: every connection, and every new one, shuts down.
         self.going_away = False
 
     def add(self, connection: Connection) -> None:
         self._open.add(connection)
         if self.going_away:
-            connection.grace.cancel()
+            connection.shutdown()
 
     def discard(self, connection: Connection) -> None:
         self._open.discard(connection)
@@ -167,7 +168,7 @@ class Connections:
         """Stop every view; each connection then closes with 1001."""
         self.going_away = True
         for connection in list(self._open):
-            connection.grace.cancel()
+            connection.shutdown()
 
 
 #: The running server's connections, if it keeps track (plain hypercorn does not).
@@ -189,7 +190,8 @@ class Connection:
     - `departure` and `_reader_end`: the reader;
     - `_receiving` and `_away_since`: `receive()`, in the view's tasks;
     - `_bad_input`, `_broken` and `_answer`: the view's calls (the view's
-      tasks, then the exit path).
+      tasks, then the exit path);
+    - `_stopping`: the server, when it stops.
     """
 
     __slots__ = (
@@ -202,6 +204,7 @@ class Connection:
         "_receiving",
         "_send",
         "_started",
+        "_stopping",
         "departure",
         "grace",
         "inbox",
@@ -241,6 +244,7 @@ class Connection:
         self._bad_input: Ending | None = None  # the client sent what the route cannot read
         self._broken = False  # the transport failed under a send
         self._answer: int | None = None  # the handshake's answer, once it went out
+        self._stopping = False  # the server's: it is stopping
 
     @property
     def gone(self) -> bool:
@@ -270,9 +274,15 @@ class Connection:
         connections = current.get()
         outcome: BaseException | None = None
         ending = Ending(End.SHUTDOWN)  # if even the decision is never reached
+        direct = self.ws.scope.get("extensions", {}).get(EXTENSION)
+        if direct is not None:  # the server hands us its messages itself
+            direct.write_timeout = self.limits.send_timeout
+            direct.close_timeout = self.limits.close_timeout
+            direct.attach(self)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read)
+                if direct is None:
+                    nursery.start_soon(self._read)
                 try:
                     with self.grace:
                         if connections is not None:
@@ -286,7 +296,7 @@ class Connection:
                 finally:
                     if connections is not None:
                         connections.discard(self)
-                ending = self._conclude(outcome, connections)
+                ending = self._conclude(outcome)
                 try:
                     await self._close(ending, outcome)
                 finally:
@@ -322,7 +332,7 @@ class Connection:
                 )
         return True
 
-    def _conclude(self, outcome: BaseException | None, connections: Connections | None) -> Ending:
+    def _conclude(self, outcome: BaseException | None) -> Ending:
         """Why the connection ended, all things considered: the one decision.
 
         The view's own exception comes first; then what the view's calls
@@ -342,7 +352,7 @@ class Connection:
         if recorded is not None:
             return recorded
         cancelled = self.grace.cancelled_caught or any(isinstance(e, trio.Cancelled) for e in parts)
-        if cancelled and connections is not None and connections.going_away:
+        if cancelled and self._stopping:
             return Ending(End.SHUTDOWN)
         disconnects = [e for e in parts if isinstance(e, WebSocketDisconnect)]
         if disconnects and self.ws.connection_state is WebSocketState.CLOSED:
@@ -434,8 +444,7 @@ class Connection:
             elif kind == "websocket.disconnect":
                 # An int: a server may hand an IntEnum (wsproto's CloseReason).
                 code, reason = int(message.get("code", 1005)), message.get("reason") or ""
-                ended_by = message.get(ENDED_BY)  # the server ended it: why
-                self.left(code, reason, None if ended_by is None else End[ended_by.upper()])
+                self.left(code, reason, message.get(ENDED_BY))
                 return
 
     async def deliver(self, message: Message) -> None:
@@ -458,10 +467,10 @@ class Connection:
         self._reader_end = Ending(End.STALLED, 1008, detail)
         self.grace.cancel()
 
-    def left(self, code: int, reason: str, ended_by: End | None = None) -> None:
+    def left(self, code: int, reason: str, ended_by: str | None = None) -> None:
         """The connection is over on the client's side: it left with `code`
-        and `reason`, or the server ended it (`ended_by`). Tell the view, or
-        cancel it.
+        and `reason`, or the server ended it (`ended_by`, one of
+        `_direct.ENDINGS`). Tell the view, or cancel it.
 
         A view in receive() learns there, once what was queued is read, and
         finishes on its own: an `async for` loop then ends the same way
@@ -476,9 +485,15 @@ class Connection:
         if self.ws.connection_state not in _OPEN:
             return  # the client answered our close or rejection
         if self._reader_end is None:
-            self._reader_end = Ending(ended_by or End.CLIENT_LEFT, code, reason)
+            end = End.CLIENT_LEFT if ended_by is None else End[ended_by.upper()]
+            self._reader_end = Ending(end, code, reason)
         if not self._receiving:
             self._grace_from(self._away_since)
+
+    def shutdown(self) -> None:
+        """The server is stopping: end the view; the connection closes with 1001."""
+        self._stopping = True
+        self.grace.cancel()
 
     def _grace_from(self, away_since: float) -> None:
         """The grace rule. Once the client has left, a view away from
