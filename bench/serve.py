@@ -59,16 +59,16 @@ async def under_trio_boca(
     name: str, port: int, stop: trio.Event, *, task_status: trio.TaskStatus[None]
 ) -> None:
     """trio_boca's serve(), stopped as `trio-boca run` stops it: cancelled, it stops gracefully."""
-    from trio_boca.server import make_config, serve
+    from trio_boca.server import serve
 
-    config = make_config("127.0.0.1", port, GRACEFUL, backlog=BACKLOG)
     compression = name.endswith("-compression")  # "trio_boca-serve-compression": on
     async with trio.open_nursery() as nursery:
         run = partial(
             serve,
             APPS["trio_boca"](),
+            "127.0.0.1",
+            port,
             shutdown_timeout=GRACEFUL,
-            config=config,
             compression=compression,
         )
         await nursery.start(run)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import gc
 import socket
 
 import httpx
@@ -11,7 +10,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_boca import App, Request, Response, WebSocket, WebSocketDisconnect, _hypercorn
+from trio_boca import App, Request, Response, WebSocket, WebSocketDisconnect
 from trio_boca.server import Address, serve
 from trio_boca.testing import LiveServer, connect_websocket
 
@@ -130,16 +129,16 @@ async def test_a_client_that_stopped_reading_cannot_hold_the_stop_past_its_deadl
                 )
                 client = await RawClient.connect(address.port, "/flood")  # never reads
                 await flooding.wait()
-                await trio.sleep(0.5)  # until hypercorn's shielded write is stuck
+                await trio.sleep(0.5)  # until the view's write is stuck
                 stopped_at = trio.current_time()
                 serving.cancel()
         elapsed = trio.current_time() - stopped_at
         await client.abort()
-    assert 0.4 < elapsed < 2.0
+    # Not even the deadline: the view's write, stuck half-way, is cut as the
+    # view is cancelled (half a frame cannot be taken back).
+    assert elapsed < 0.5
 
 
-# hypercorn 0.18 leaks the socket it made when bind() fails (Config._create_sockets).
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_a_port_in_use_is_an_os_error() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -150,8 +149,6 @@ async def test_a_port_in_use_is_an_os_error() -> None:
                 with pytest.raises(OSError) as error:
                     await nursery.start(App().serve, "127.0.0.1", port)
     assert error.value.errno == errno.EADDRINUSE
-    del error  # its traceback holds hypercorn's leaked socket; meet it here,
-    gc.collect()  # under this test's filter, not at the end of the session
 
 
 async def test_serving_what_is_not_an_asgi_app_is_a_type_error() -> None:
@@ -161,13 +158,6 @@ async def test_serving_what_is_not_an_asgi_app_is_a_type_error() -> None:
     for target in ("<html>", no_arguments, App):
         with pytest.raises(TypeError, match="not an ASGI application"):
             await serve(target)
-
-
-def test_the_hypercorn_adaptation_covers_the_installed_hypercorn() -> None:
-    """Fails when hypercorn moves past the versions the adapter was checked on:
-    re-check test_the_close_code_a_view_sees and the shutdown tests, then
-    extend _hypercorn.CHECKED."""
-    assert _hypercorn.supported()
 
 
 @pytest.mark.parametrize(

@@ -41,9 +41,8 @@ from typing import Any, NamedTuple
 
 import trio
 
-from ._errors import leaves, sole_error, split_errors
 from ._direct import EXTENSION
-from ._hypercorn import ENDED_BY, write_deadline
+from ._errors import leaves, sole_error, split_errors
 from ._inbox import Inbox
 from ._messages import Message
 from .guards import Check
@@ -65,7 +64,12 @@ _OPEN = (WebSocketState.CONNECTING, WebSocketState.CONNECTED)
 #: What the server's send raises when the transport is failing under us
 #: (hypercorn closing on a client's protocol error, say): the client is gone;
 #: the view did nothing wrong.
-_TRANSPORT_ERRORS = (trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError)
+_TRANSPORT_ERRORS = (
+    trio.BrokenResourceError,
+    trio.BusyResourceError,
+    trio.ClosedResourceError,
+    OSError,  # ASGI 2.4: a send on a closed connection (trio_boca's server: ClientDisconnected)
+)
 
 
 @dataclass(frozen=True)
@@ -444,7 +448,7 @@ class Connection:
             elif kind == "websocket.disconnect":
                 # An int: a server may hand an IntEnum (wsproto's CloseReason).
                 code, reason = int(message.get("code", 1005)), message.get("reason") or ""
-                self.left(code, reason, message.get(ENDED_BY))
+                self.left(code, reason)
                 return
 
     async def deliver(self, message: Message) -> None:
@@ -535,7 +539,6 @@ class Connection:
         if self.gone:
             await trio.lowlevel.checkpoint()
             return
-        token = write_deadline.set(trio.current_time() + self.limits.send_timeout)
         try:
             await self._send(message)
         except _TRANSPORT_ERRORS:
@@ -543,8 +546,6 @@ class Connection:
         else:
             self.sent += 1
             self.tally.messages_out += 1
-        finally:
-            write_deadline.reset(token)
 
     async def transmit(self, *messages: Message, final: bool) -> bool:
         """Put what a state transition promises on the wire: the one path for
@@ -569,7 +570,6 @@ class Connection:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return False
         deadline = trio.current_time() + self.limits.close_timeout
-        token = write_deadline.set(deadline)  # the server's write too, where it lets us
         with trio.CancelScope(shield=True, deadline=deadline) as scope:
             try:
                 for message in messages:
@@ -584,8 +584,6 @@ class Connection:
                     messages[0]["type"],
                     exc_info=exc,
                 )
-            finally:
-                write_deadline.reset(token)
         if scope.cancelled_caught:
             self._broken = True
         return not self._broken

@@ -32,6 +32,7 @@ This module is shared by the server and the core and imports neither.
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any, Protocol
 
 #: The extension's key in `scope["extensions"]`.
@@ -44,7 +45,7 @@ ENDINGS = ("keepalive", "write_timeout", "bad_input")
 class Sink(Protocol):
     """What the app attaches: the receiving end of a connection."""
 
-    async def deliver(self, message: dict[str, Any]) -> None: ...
+    async def deliver(self, message: MutableMapping[str, Any]) -> None: ...
 
     def left(self, code: int, reason: str, ended_by: str | None = None) -> None: ...
 

@@ -1,7 +1,8 @@
 """A connection's inbox: the client's messages, from the reader to the view.
 
-Two parties, each with its own fields, so that who changed what is never in
-doubt:
+It serves trio_boca's connections, and trio_boca's server as the queue behind
+an app's ASGI `receive()`. Two parties, each with its own fields, so that
+who changed what is never in doubt:
 
 - **the reader** (one task: the connection's reader, or the server's own
   task for the connection) `put`s messages and says when no more will come
@@ -109,6 +110,23 @@ class Inbox:
         self._room.unpark()
         if not parked:
             await cancel_shielded_checkpoint()
+        return message
+
+    def get_nowait(self) -> Message | None:
+        """The next message if one waits, without a checkpoint; None once
+        the inbox has ended (or is closed) and is empty.
+
+        Raises `trio.WouldBlock` if it is empty and may still fill. For a
+        server's ASGI `receive()`: Starlette looks for a queued disconnect by
+        calling it in a cancelled scope, where a checkpoint would raise.
+        """
+        if not self._items:
+            if self._ended or self._closed:
+                return None
+            raise trio.WouldBlock
+        message, size = self._items.popleft()
+        self._taken_bytes += size
+        self._room.unpark()
         return message
 
     def close(self) -> None:

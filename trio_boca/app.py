@@ -286,7 +286,7 @@ class App:
         ssl_context: ssl.SSLContext | None = None,
         task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve the app with hypercorn inside the caller's Trio program.
+        """Serve the app with trio_boca's own server inside the caller's Trio program.
 
         `await nursery.start(app.serve, "127.0.0.1", 0)` returns the bound
         `Address` once the server listens. Cancelling the caller stops it

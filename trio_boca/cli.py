@@ -1,4 +1,4 @@
-"""`trio-boca run module:app`: hypercorn's Trio worker with trio_boca's defaults.
+"""`trio-boca run module:app`: trio_boca's own server (or hypercorn's Trio worker).
 
 One worker serves in this process. With `--workers N` or `--reload`, this
 process becomes a small supervisor: it binds the socket itself and hands it
@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -25,9 +26,8 @@ from typing import Any
 import trio
 
 from ._errors import plain_errors
-from ._hypercorn import trusted_peers
 from ._supervisor import EXIT_NOT_STARTED, Supervisor
-from .server import StartupFailed, make_config, require_asgi, serve
+from .server import Address, StartupFailed, require_asgi, serve, trusted_peers
 
 EXIT_USAGE = 2
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -128,6 +128,13 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log a line per HTTP request and per WebSocket session (at INFO)",
     )
+    run.add_argument(
+        "--server",
+        choices=["trio_boca", "hypercorn"],
+        default="trio_boca",
+        help="trio_boca's own server (the default), or hypercorn's Trio worker, unpatched "
+        "(see docs/serving.md for what each gives)",
+    )
     run.add_argument("--certfile", help="serve TLS (https, wss) with this certificate chain")
     run.add_argument("--keyfile", help="the private key of --certfile")
     run.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # set by the supervisor
@@ -183,30 +190,10 @@ def _run(function: Any, *args: Any) -> int:
 async def _serve(app: Any, options: argparse.Namespace) -> int:
     with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
-            settings = {"certfile": options.certfile, "keyfile": options.keyfile}
-            if options.access_log:
-                settings["accesslog"] = logging.getLogger("hypercorn.access")
-            if options.fd is None:
-                config = make_config(
-                    options.host, options.port, options.shutdown_timeout, **settings
-                )
+            if options.server == "hypercorn":
+                address = await nursery.start(_under_hypercorn, app, options)
             else:
-                config = make_config(options.host, 0, options.shutdown_timeout, **settings)
-                config.bind = [f"fd://{options.fd}"]
-            address = await nursery.start(
-                lambda task_status: serve(
-                    app,
-                    shutdown_timeout=options.shutdown_timeout,
-                    max_message_size=options.max_message_size,
-                    ping_interval=options.ping_interval,
-                    ping_timeout=options.ping_timeout,
-                    compression=options.compression == "on",
-                    proxy_headers=options.proxy_headers or False,
-                    forwarded_allow_ips=options.forwarded_allow_ips,
-                    config=config,
-                    task_status=task_status,
-                )
-            )
+                address = await nursery.start(_under_trio_boca, app, options)
             if options.fd is None:
                 print(f"trio-boca: serving {options.app} on {address.url}", flush=True)
             async for signum in signals:
@@ -214,6 +201,54 @@ async def _serve(app: Any, options: argparse.Namespace) -> int:
                 nursery.cancel_scope.cancel()
                 break
     return 0
+
+
+async def _under_trio_boca(
+    app: Any, options: argparse.Namespace, *, task_status: trio.TaskStatus[Address]
+) -> None:
+    context = None
+    if options.certfile is not None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(options.certfile, options.keyfile)
+    await serve(
+        app,
+        options.host,
+        options.port,
+        shutdown_timeout=options.shutdown_timeout,
+        max_message_size=options.max_message_size,
+        ping_interval=options.ping_interval,
+        ping_timeout=options.ping_timeout,
+        compression=options.compression == "on",
+        proxy_headers=options.proxy_headers or False,
+        forwarded_allow_ips=options.forwarded_allow_ips,
+        ssl_context=context,
+        fd=options.fd,
+        task_status=task_status,
+    )
+
+
+async def _under_hypercorn(
+    app: Any, options: argparse.Namespace, *, task_status: trio.TaskStatus[Address]
+) -> None:
+    from . import _hypercorn
+
+    settings: dict[str, Any] = {"certfile": options.certfile, "keyfile": options.keyfile}
+    if options.access_log:
+        settings["accesslog"] = logging.getLogger("hypercorn.access")
+    if options.max_message_size is not None:
+        settings["websocket_max_message_size"] = options.max_message_size
+    settings["websocket_ping_interval"] = options.ping_interval or None
+    port = options.port if options.fd is None else 0
+    config = _hypercorn.make_config(options.host, port, options.shutdown_timeout, **settings)
+    if options.fd is not None:
+        config.bind = [f"fd://{options.fd}"]
+    await _hypercorn.serve(
+        app,
+        config,
+        proxy_headers=options.proxy_headers or False,
+        forwarded_allow_ips=options.forwarded_allow_ips,
+        task_status=task_status,
+    )
 
 
 async def _supervise(options: argparse.Namespace) -> int:
@@ -246,6 +281,7 @@ async def _supervise(options: argparse.Namespace) -> int:
         command += ["--ping-interval", str(options.ping_interval)]
         command += ["--ping-timeout", str(options.ping_timeout)]
         command += ["--compression", options.compression]
+        command += ["--server", options.server]
         if options.access_log:
             command.append("--access-log")
         if options.certfile is not None:

@@ -2,7 +2,8 @@
 
 In order, for every WebSocket route:
 
-0. **a well-formed compression offer.** A `Sec-WebSocket-Extensions` header
+0. **a well-formed compression offer** (under servers other than trio_boca's
+   own, which negotiates with websockets itself). A `Sec-WebSocket-Extensions` header
    whose permessage-deflate offer breaks RFC 7692, or quotes a parameter's
    value, is refused with 400. Quoting is legal, but no browser or client
    library does it, and hypercorn's parser (wsproto) fails on it, as on any
@@ -27,12 +28,14 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from ._direct import EXTENSION
+from ._ratelimit import OncePerSecond
 
 if TYPE_CHECKING:
     from .websockets import WebSocket
@@ -120,23 +123,14 @@ class Census:
             del self.per_client[client]
 
 
-class Refusals:
+class Refusals(OncePerSecond):
     """Refused handshakes: counted by reason, logged at most once a second each."""
 
     def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self._logged_at: dict[str, float] = {}
-        self._unlogged: Counter[str] = Counter()
+        super().__init__(logger)
 
     def record(self, reason: str, message: str) -> None:
-        self.counts[reason] += 1
-        now = time.monotonic()  # not Trio's clock: this outlives any one Trio run
-        if now - self._logged_at.get(reason, -math.inf) < 1:
-            self._unlogged[reason] += 1
-            return
-        self._logged_at[reason] = now
-        more = self._unlogged.pop(reason, 0)
-        logger.warning("%s%s", message, f" (and {more} more in the last second)" if more else "")
+        self.note(reason, "%s", message)
 
 
 @dataclass(frozen=True)
@@ -170,7 +164,10 @@ class Guard:
         An admitted connection must be `release`d when it ends.
         """
         path = scope["path"]
-        problem = deflate_offer_problem(scope)
+        # trio_boca's own server negotiates with websockets itself; under any
+        # other server, a malformed offer is refused here (see the module docs).
+        negotiated = EXTENSION in scope.get("extensions", {})
+        problem = None if negotiated else deflate_offer_problem(scope)
         if problem is not None:
             self.refusals.record(
                 "extensions",

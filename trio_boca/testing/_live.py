@@ -1,4 +1,4 @@
-"""A real server for tests: hypercorn's trio worker on a loopback port."""
+"""A real server for tests: trio_boca's own (or hypercorn's Trio worker) on a loopback port."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from functools import partial
 from typing import Any, Literal
 
 import trio
-from hypercorn.trio import serve as hypercorn_serve
 
 from .._running import Running
 from ..datastructures import Headers
-from ..server import Address, make_config, serve
+from ..server import Address, serve
 from ..websockets import WebSocketDisconnect
 from ._session import ClientWebSocket, WebSocketRejected, open_nursery
 
@@ -27,22 +26,24 @@ class LiveServer(Running):
             async with server.websocket("/echo") as ws:
                 ...
 
-    By default the app runs as `app.serve()` runs it in production
-    (`trio_boca.server.serve`: hypercorn's Trio worker with trio_boca's
-    adaptations), and `max_message_size`, `ping_interval`, `ping_timeout`,
-    `compression`, `proxy_headers` and `forwarded_allow_ips` are `serve()`'s
-    (pings are off unless asked for: a test rarely wants them). `plain=True` runs bare
-    `hypercorn.trio.serve`, as `hypercorn --worker-class trio app:app`
-    would. Extra keyword arguments set hypercorn `Config` attributes.
+    By default the app runs as `app.serve()` runs it in production, on
+    trio_boca's own server (`trio_boca.server.serve`), and `max_message_size`,
+    `ping_interval`, `ping_timeout`, `compression`, `proxy_headers`,
+    `forwarded_allow_ips`, `ssl_context` and `idle_timeout` are `serve()`'s
+    (pings are off unless asked for: a test rarely wants them). `plain=True`
+    runs hypercorn's Trio worker, unpatched, as `hypercorn --worker-class
+    trio app:app` would; extra keyword arguments then set hypercorn `Config`
+    attributes (`graceful_timeout`, say).
 
     WebSocket sessions are real trio-websocket clients (install
     `trio_boca[testing]`) with the same API as the in-process TestClient's.
 
-    Raises `ValueError` for `plain=True` with `proxy_headers`: plain hypercorn
-    has none. Entering raises `ModuleNotFoundError` if trio-websocket is not
-    installed, `StartupFailed` if the app's startup hooks fail (hypercorn's
-    own error with `plain=True`), and `RuntimeError` if this server is in use
-    already.
+    Raises `ValueError` for `plain=True` with `proxy_headers` (plain
+    hypercorn has none), and `TypeError` for hypercorn settings without
+    `plain=True`. Entering
+    raises `ModuleNotFoundError` if trio-websocket is not installed,
+    `StartupFailed` if the app's startup hooks fail (hypercorn's own error
+    with `plain=True`), and `RuntimeError` if this server is in use already.
     """
 
     def __init__(
@@ -59,34 +60,39 @@ class LiveServer(Running):
         proxy_headers: bool | Literal["x-forwarded", "forwarded"] = False,
         forwarded_allow_ips: str = "127.0.0.1,::1",
         ssl_context: ssl.SSLContext | None = None,
-        **config: Any,
+        idle_timeout: float | None = None,
+        **hypercorn_config: Any,
     ) -> None:
         if plain and proxy_headers:
             raise ValueError("proxy_headers is trio_boca's serve(); plain hypercorn has none")
+        if hypercorn_config and not plain:
+            raise TypeError(
+                f"{', '.join(hypercorn_config)}: hypercorn settings, for plain=True only"
+            )
         self.app = app
         self.plain = plain
+        self.host = host
+        self.port = 0
+        self.secure = ssl_context is not None
         self.shutdown_timeout = shutdown_timeout
-        self.serve_options: dict[str, Any] = {
+        self.options: dict[str, Any] = {
             "max_message_size": max_message_size,
             "ping_interval": ping_interval,
             "ping_timeout": ping_timeout,
             "proxy_headers": proxy_headers,
             "forwarded_allow_ips": forwarded_allow_ips,
+            "ssl_context": ssl_context,
         }
         if compression is not None:
-            self.serve_options["compression"] = compression
-        self.config = make_config(host, 0, shutdown_timeout, **config)
-        if plain and max_message_size is not None:
-            self.config.websocket_max_message_size = max_message_size
-        if ssl_context is not None:
-            self.config.ssl_context = ssl_context  # type: ignore[attr-defined]
-        self.host = host
-        self.port = 0
+            self.options["compression"] = compression
+        if idle_timeout is not None:
+            self.options["idle_timeout"] = idle_timeout
+        self.hypercorn_config = hypercorn_config
 
     @property
     def address(self) -> Address:
         """Where the server listens (`.url`, `.ws_url`)."""
-        return Address(self.host, self.port, self.config.ssl_enabled)
+        return Address(self.host, self.port, self.secure)
 
     @property
     def url(self) -> str:
@@ -97,29 +103,33 @@ class LiveServer(Running):
     async def _running(self) -> AsyncIterator[None]:
         require_client()  # before serving: fail where the test starts, not mid-test
         async with open_nursery() as nursery:
+            run: Any
             if self.plain:
-                stop = trio.Event()
-                run = partial(hypercorn_serve, self.app, self.config, shutdown_trigger=stop.wait)
-                bound: list[str] = await nursery.start(run)
-                self.port = Address.from_bind(bound[0]).port
-                try:
-                    yield
-                finally:
-                    stop.set()
+                from .. import _hypercorn
+
+                config = _hypercorn.make_config(
+                    self.host, 0, self.shutdown_timeout, **self.hypercorn_config
+                )
+                if self.options["max_message_size"] is not None:
+                    config.websocket_max_message_size = self.options["max_message_size"]
+                config.ssl_context = self.options["ssl_context"]
+                run = partial(_hypercorn.serve, self.app, config)
             else:
+                options = {k: v for k, v in self.options.items() if v is not None}
                 run = partial(
                     serve,
                     self.app,
-                    config=self.config,
+                    self.host,
+                    0,
                     shutdown_timeout=self.shutdown_timeout,
-                    **self.serve_options,
+                    **options,
                 )
-                address: Address = await nursery.start(run)
-                self.port = address.port
-                try:
-                    yield
-                finally:
-                    nursery.cancel_scope.cancel()  # a graceful stop: see serve()
+            address: Address = await nursery.start(run)
+            self.port = address.port
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()  # a graceful stop: see serve()
 
     def websocket(
         self,
