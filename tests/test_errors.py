@@ -212,3 +212,80 @@ def test_keyboard_interrupt_or_system_exit_in_a_view_is_not_a_crash(
     assert [type(e) for e in leaves(raised.value)] == [stop]
     assert server.close_code() == 1001
     assert records(caplog, logging.ERROR) == []
+
+
+@pytest.mark.parametrize("where", ["reader", "exit path", "drain"])
+async def test_a_keyboard_interrupt_always_goes_on_up_bare(where: str) -> None:
+    """Found in review: a KeyboardInterrupt landing in the connection's reader
+    or exit path left App.__call__ inside an exception group, which a server
+    logs as the app's error and swallows (Ctrl-C lost); and the view's own
+    was dropped when the server stopped during the drain after its 1001."""
+    app = App(close_timeout=5)
+
+    @app.websocket_route("/x")
+    async def view(ws: WebSocket) -> None:
+        if where == "drain":
+            raise KeyboardInterrupt
+        async for _ in ws:
+            if where == "exit path":
+                return  # the close that follows gets the Ctrl-C
+
+    server = Server(app, "/x")
+    receive, send = server._receive, server._send
+    taken = 0
+
+    async def interrupted_receive() -> dict[str, Any]:
+        nonlocal taken
+        taken += 1
+        if where == "reader" and taken == 3:  # connect, one message, then Ctrl-C
+            raise KeyboardInterrupt
+        return await receive()
+
+    async def interrupted_send(message: dict[str, Any]) -> None:
+        if where == "exit path" and message["type"] == "websocket.close":
+            raise KeyboardInterrupt
+        await send(message)
+
+    server._receive = interrupted_receive  # type: ignore[method-assign]
+    server._send = interrupted_send  # type: ignore[method-assign]
+    raised: list[BaseException] = []
+
+    async def run() -> None:
+        try:
+            await server.run()
+        except BaseException as exc:  # what the server would see
+            raised.append(exc)
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            await server.connect()
+            await server.text("a")
+            if where == "drain":
+                await server.wait_for("websocket.close")  # the client never answers
+                await trio.sleep(0.1)
+                nursery.cancel_scope.cancel()  # the server stops meanwhile
+            else:
+                await server.done.wait()
+    [exc] = raised
+    assert isinstance(exc, KeyboardInterrupt), repr(exc)
+
+
+async def test_deeply_nested_json_is_bad_input_not_a_crash(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found in review: json.loads raises RecursionError, not ValueError, on
+    "[[[[...": ten kilobytes from any client made the view "fail" at ERROR."""
+    app = App()
+
+    @app.websocket_route("/j", value_type="json")
+    async def view(ws: WebSocket) -> None:
+        async for _ in ws:
+            pass
+
+    with trio.fail_after(TIMEOUT):
+        async with TestClient(app) as client, client.websocket("/j") as ws:
+            await ws.send("[" * 5000 + "]" * 5000)
+            closed = await server_close(ws)
+    assert (closed.code, closed.reason) == (1007, "invalid JSON: nested too deeply")
+    assert records(caplog, logging.ERROR) == []

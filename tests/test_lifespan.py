@@ -207,3 +207,62 @@ async def test_a_failing_background_task_is_logged_and_shutdown_still_runs(
     assert events == ["shutdown"]
     errors = records(caplog, logging.ERROR)
     assert [r.getMessage() for r in errors] == ["a background task in app.nursery failed"]
+
+
+async def test_a_shutdown_hook_never_gets_another_servers_nursery() -> None:
+    """Found in review: with two servers, the first one's shutdown hook got
+    the second one's nursery (the only run left), and a task it started
+    there outlived its own server's shutdown."""
+    app = App()
+    got: list[str] = []
+
+    @app.on("shutdown")
+    async def down() -> None:
+        try:
+            app.nursery.start_soon(trio.sleep_forever)
+            got.append("a nursery")
+        except RuntimeError:
+            got.append("RuntimeError")
+
+    with trio.fail_after(TIMEOUT):
+        async with TestClient(app):
+            async with TestClient(app):
+                pass
+            assert got == ["RuntimeError"]  # the inner one's, while the outer one runs
+    assert got == ["RuntimeError", "RuntimeError"]
+
+
+@pytest.mark.parametrize("server", ["in-process", "serve"])
+async def test_a_background_task_failing_during_startup_fails_the_startup(
+    server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found in review: a task of app.nursery that failed while a later
+    startup hook ran cancelled that hook, and the server started anyway,
+    with half a startup; its stop then raised."""
+    app = App()
+    finished: list[str] = []
+
+    async def doomed() -> None:
+        raise LookupError("no such table")
+
+    @app.on("startup")
+    async def first() -> None:
+        app.nursery.start_soon(doomed)
+
+    @app.on("startup")
+    async def second() -> None:
+        await trio.sleep(1)
+        finished.append("second")  # pragma: no cover
+
+    with trio.fail_after(TIMEOUT):
+        if server == "in-process":
+            with pytest.raises(RuntimeError, match=r"lifespan startup failed.*no such table"):
+                async with TestClient(app):
+                    pass  # pragma: no cover
+        else:
+            async with trio.open_nursery() as nursery:
+                with pytest.raises(StartupFailed, match="no such table"):
+                    await nursery.start(app.serve, "127.0.0.1", 0)
+    assert finished == []
+    [error] = records(caplog, logging.ERROR)
+    assert error.getMessage() == "a background task in app.nursery failed"

@@ -559,3 +559,41 @@ def test_messages_and_the_departure_in_one_delivery(order: object) -> None:
     for then in ("sleeps", "sends"):
         for takes in (1, 2, 3):
             assert sweep(scenario_for(then, takes), [0, 1e-6, 0.01]) == []
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.random_module())
+def test_an_async_for_loop_ends_quietly_when_another_task_closes(order: object) -> None:
+    """Found in review: one task iterates `async for m in ws`, another closes
+    with 4000. Waiting in receive(), the loop ended quietly; busy with a
+    message, its next step raised RuntimeError ("cannot receive() ...
+    CLOSED"), logged at ERROR: half the timings. Now the loop ends either way."""
+    ended: list[bool] = []
+
+    async def scenario(close_at: float) -> None:
+        app = App()
+
+        @app.websocket_route("/two")
+        async def two(ws: WebSocket) -> None:
+            async def reader() -> None:
+                async for _ in ws:
+                    await trio.sleep(0.01)  # handling the message
+                ended.append(True)
+
+            async def closer() -> None:
+                await trio.sleep(close_at)
+                await ws.close(4000)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reader)
+                nursery.start_soon(closer)
+
+        async with TestClient(app) as client, client.websocket("/two") as ws:
+            for n in range(10):
+                await ws.send(str(n))
+                await trio.sleep(0.005)
+            assert await close_code(ws) == 4000
+
+    timings = steps(0, 0.06, 60)
+    assert sweep(scenario, timings) == []
+    assert len(ended) == len(timings)

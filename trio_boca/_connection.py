@@ -278,6 +278,7 @@ class Connection:
         connections = current.get()
         outcome: BaseException | None = None
         ending = Ending(End.SHUTDOWN)  # if even the decision is never reached
+        raised: BaseException | None = None
         direct = self.ws.scope.get("extensions", {}).get(EXTENSION)
         if direct is not None:  # the server hands us its messages itself
             direct.write_timeout = self.limits.send_timeout
@@ -312,13 +313,22 @@ class Connection:
                         )
                     else:
                         nursery.cancel_scope.cancel()
+        except BaseException as exc:  # the reader's, the exit path's, or from outside
+            raised = exc
         finally:
             self._record(ending, outcome)
+        # The process is stopping: that goes on up, bare, wherever it landed
+        # (a server logs a group as the app's error, and swallows it).
+        interrupt = _interrupt(outcome) or _interrupt(raised)
+        if interrupt is not None:
+            raise interrupt
+        if raised is not None:
+            raise raised  # cancellation from outside, during the close or the drain
         if outcome is None:
             return None
         _, unlogged = split_errors(outcome)
         if unlogged is not None:
-            raise unlogged  # cancellation from outside, KeyboardInterrupt, SystemExit
+            raise unlogged  # cancellation from outside
         return (sole_error(outcome) or outcome) if ending.end is End.FAILED else None
 
     async def _admitted(self, checks: Iterable[Check]) -> bool:
@@ -599,6 +609,16 @@ class Connection:
         """The client sent what the route cannot read; the view closes with `code`."""
         if self._bad_input is None:
             self._bad_input = Ending(End.BAD_INPUT, code, reason)
+
+
+def _interrupt(exc: BaseException | None) -> BaseException | None:
+    """A KeyboardInterrupt or SystemExit in `exc`, if there is one."""
+    if exc is None:
+        return None
+    for leaf in leaves(exc):
+        if isinstance(leaf, (KeyboardInterrupt, SystemExit)):
+            return leaf
+    return None
 
 
 def _ours_unwrapped(exc: BaseException) -> BaseException:

@@ -42,6 +42,8 @@ def decode(event: Message, kind: MessageType) -> Any:
         return json.loads(text if text is not None else (data or b""))
     except ValueError as exc:
         raise BadMessage(1007, f"invalid JSON: {exc}"[:123]) from None
+    except RecursionError:  # "[[[[...": a few kB a client may send to any JSON route
+        raise BadMessage(1007, "invalid JSON: nested too deeply") from None
 
 
 def encode(value: Any, kind: MessageType) -> Message:

@@ -118,8 +118,6 @@ class App:
         }
         # The lifespans running now: one per server that serves the app.
         self._runs: set[_Run] = set()
-        #: Set when a startup hook failed, before the server is told.
-        self.startup_failed = False
 
     # -- declaring ---------------------------------------------------------------
 
@@ -406,20 +404,20 @@ class App:
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
-        self.startup_failed = False
         run = _Run()
         state = scope.get("state")
         if isinstance(state, dict):
             state[_RUN] = run
         token = _current_run.set(run)
         self._runs.add(run)
-        started = stopping = False
+        started = answered = stopping = False
         from_server: Exception | None = None
         try:
             async with trio.open_nursery() as nursery:
                 run.nursery = nursery
                 try:
                     started = await self._run_hooks("startup", send)
+                    answered = True
                     if started:
                         await receive()  # lifespan.shutdown
                         stopping = True
@@ -432,16 +430,22 @@ class App:
             # once, and the shutdown hooks still run when the server stops.
             run.nursery = None
             logger.error("a background task in app.nursery failed", exc_info=exc)
-            if started and not stopping and from_server is None:
-                await receive()  # lifespan.shutdown
+            if from_server is None:
+                if not answered:  # during startup: the startup failed
+                    message = f"a background task in app.nursery failed: {exc!r}"
+                    await send({"type": "lifespan.startup.failed", "message": message})
+                elif not stopping:
+                    await receive()  # lifespan.shutdown
+        try:
+            if from_server is not None:
+                raise from_server
+            if started:
+                await self._run_hooks("shutdown", send)
         finally:
-            run.nursery = None
+            # Only now: in a shutdown hook, app.nursery is this run's (closed),
+            # never another server's.
             self._runs.discard(run)
             _current_run.reset(token)
-        if from_server is not None:
-            raise from_server
-        if started:
-            await self._run_hooks("shutdown", send)
 
     async def _run_hooks(self, event: str, send: Send) -> bool:
         try:
@@ -452,7 +456,6 @@ class App:
             # A service that cannot be reached (a database, Redis) is not a bug
             # in the app: its message says which, and a traceback adds nothing.
             logger.error(message, exc_info=None if isinstance(exc, OSError) else exc)
-            self.startup_failed = event == "startup"
             await send({"type": f"lifespan.{event}.failed", "message": message})
             return False
         await send({"type": f"lifespan.{event}.complete"})

@@ -388,6 +388,11 @@ class WebSocket(ScopeView):
     async def _receive_as(self, kind: Any) -> Any:
         # The one place every receive goes through.
         if self.connection_state is not _CONNECTED:
+            if kind is _ITERATING and self.connection_state is WebSocketState.CLOSED:
+                # Another of the view's tasks closed it: the loop is over,
+                # whether this task was waiting in receive() or not.
+                await trio.lowlevel.checkpoint()
+                return _END
             self._refuse("receive")
         self._sends_in_a_row = 0
         event = await self._connection.receive()

@@ -66,6 +66,7 @@ class HTTPConnection:
                 event = await self._next_event(head=True)
                 self.transport.read_deadline = math.inf
                 if not isinstance(event, h11.Request):
+                    self._timed_out()
                     return  # the client closed (or went silent: the timekeeper closed it)
                 self.busy = True
                 _check(event, config.max_header_size)
@@ -86,6 +87,22 @@ class HTTPConnection:
             await self._refuse(refused.status, refused.reason)
         except ClientDisconnected:
             pass
+
+    def _timed_out(self) -> None:
+        """Say why a connection waiting for a request was closed, if it was cut."""
+        if self.transport.aborted != "read_timeout":
+            return
+        if self.h11.their_state is h11.IDLE and not self.h11.trailing_data[0]:
+            # Nothing of a request came: an idle keep-alive connection, or a
+            # silent socket. Routine for a server; said at DEBUG only.
+            logger.debug("closed a silent connection from %s", _client(self.transport.client))
+            return
+        self.run_.notes.note(
+            "slow request head",
+            "closed a connection from %s: its request head did not arrive within %g s",
+            _client(self.transport.client),
+            2 * self.run_.config.idle_timeout,
+        )
 
     async def _next_event(self, head: bool = False) -> Any:
         """h11's next event, reading as it needs; a partial head gets one more
