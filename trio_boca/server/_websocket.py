@@ -218,7 +218,8 @@ class WebSocketConnection:
                     text = self._decoder is not None
                     self._decoder = None
                     await self._message(Opcode.TEXT if text else Opcode.BINARY, data)
-        await self._flush(self.close_timeout, checkpoint=False)
+        with contextlib.suppress(ClientDisconnected):  # the next read says so
+            await self._flush(self.write_timeout, checkpoint=False)  # pongs, close echoes
 
     def _text_ok(self, data: bytes, final: bool) -> bool:
         """Check a fragment's UTF-8 as it comes: a bad one fails the connection at once."""

@@ -1,0 +1,118 @@
+"""Any ASGI 3 app on trio_boca's own server: a Starlette app (on Trio, through
+anyio), HTTP and WebSocket, as users moving from FastAPI bring theirs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import trio
+
+from trio_boca import WebSocketDisconnect
+from trio_boca.testing import LiveServer
+
+from .conftest import TIMEOUT
+
+starlette = pytest.importorskip("starlette")
+
+
+def starlette_app(seen: list[str]) -> object:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, StreamingResponse
+    from starlette.routing import Route, WebSocketRoute
+    from starlette.websockets import WebSocket
+
+    async def hello(request: Request) -> PlainTextResponse:
+        body = await request.body()
+        return PlainTextResponse(f"hello {request.query_params.get('name', '')}{body.decode()}")
+
+    async def watch(request: Request) -> StreamingResponse:
+        """Streams until the client leaves: Starlette's is_disconnected()
+        calls receive() in a cancelled scope, so the server must hand it a
+        waiting disconnect without a checkpoint."""
+
+        async def ticks() -> AsyncIterator[bytes]:
+            while not await request.is_disconnected():
+                yield b"tick\n"
+                await trio.sleep(0.02)
+            seen.append("disconnected")
+
+        return StreamingResponse(ticks())
+
+    async def echo(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            while True:
+                await ws.send_text(await ws.receive_text())
+        except Exception as exc:
+            seen.append(type(exc).__name__)
+
+    return Starlette(
+        routes=[
+            Route("/", hello, methods=["GET", "POST"]),
+            Route("/watch", watch),
+            WebSocketRoute("/echo", echo),
+        ]
+    )
+
+
+async def test_a_starlette_app_over_http_and_websocket() -> None:
+    seen: list[str] = []
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(starlette_app(seen)) as server:
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                assert (await http.get("/", params={"name": "trio"})).text == "hello trio"
+                assert (await http.post("/", content=b"!")).text == "hello !"
+            async with server.websocket("/echo") as ws:
+                await ws.send("hi")
+                assert await ws.receive() == "hi"
+            with trio.fail_after(2):
+                while "WebSocketDisconnect" not in seen:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+
+
+async def test_starlette_sees_a_client_leave_a_streaming_response() -> None:
+    seen: list[str] = []
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(starlette_app(seen)) as server:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await stream.send_all(b"GET /watch HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"tick" in await stream.receive_some(1000)
+            await stream.aclose()
+            with trio.fail_after(2):
+                while "disconnected" not in seen:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+
+
+async def test_a_send_after_the_client_left_is_an_oserror_for_asgi_apps() -> None:
+    """ASGI 2.4: a send on a closed connection raises an OSError
+    (`trio_boca.server.ClientDisconnected`); Starlette turns it into its
+    WebSocketDisconnect."""
+    from trio_boca.server import ClientDisconnected
+
+    raised: list[BaseException] = []
+    done = trio.Event()
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        assert (await receive())["type"] == "websocket.disconnect"
+        try:
+            await send({"type": "websocket.send", "text": "too late"})
+        except OSError as exc:
+            raised.append(exc)
+        done.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(app) as server:
+            async with server.websocket("/") as ws:
+                await ws.close()
+            with pytest.raises(WebSocketDisconnect):
+                await ws.receive()
+            await done.wait()
+    [exc] = raised
+    assert isinstance(exc, ClientDisconnected)
