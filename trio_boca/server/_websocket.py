@@ -67,6 +67,22 @@ QUEUE_BYTES = 1 << 22
 HANDSHAKE, ACCEPTED, CLOSED = "HANDSHAKE", "ACCEPTED", "CLOSED"
 
 
+class _Protocol(ServerProtocol):
+    """websockets' server protocol, which lets a client close between the
+    fragments of a message.
+
+    RFC 6455 (5.4) lets control frames come between fragments, and a close
+    ends the connection, the unfinished message with it; websockets instead
+    fails the connection with 1002 ("incomplete fragmented message"), where
+    Autobahn's case 7.1.5 expects the closing handshake to complete.
+    """
+
+    def recv_frame(self, frame: Frame) -> None:
+        if frame.opcode is Opcode.CLOSE:
+            self.current_size = None  # the unfinished message is dropped
+        super().recv_frame(frame)
+
+
 class WebSocketConnection:
     """The server's side of one WebSocket: its reader, and the app's receive and send."""
 
@@ -83,7 +99,7 @@ class WebSocketConnection:
                     server_no_context_takeover=True, client_no_context_takeover=True
                 )
             ]
-        self.protocol = ServerProtocol(
+        self.protocol = _Protocol(
             state=State.OPEN, extensions=extensions, max_size=self.config.max_message_size
         )
         #: The app's side: HANDSHAKE until it answers, then ACCEPTED, then CLOSED.
@@ -198,7 +214,9 @@ class WebSocketConnection:
             if not isinstance(frame, Frame):
                 continue  # the handshake is behind us: only frames come
             opcode = frame.opcode
-            if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if opcode is Opcode.CLOSE:
+                self._fragments, self._decoder = [], None
+            elif opcode is Opcode.TEXT or opcode is Opcode.BINARY:
                 if frame.fin:
                     await self._message(opcode, bytes(frame.data))
                 else:
