@@ -1,7 +1,9 @@
 """One WebSocket connection, from handshake to close.
 
     connection task: Connection.run()
-    └── connection nursery
+    └── connection nursery (under a server that hands messages over itself,
+        through the trio_boca.direct extension, the server's own task is the
+        reader: then there is no nursery, only the grace scope)
         ├── reader, always on: server receive() -> inbox (`Inbox`: bounded in
         │   messages and bytes). It sees the client leave, or the view stop
         │   reading: it records why, and cancels the view (or, the client
@@ -284,35 +286,42 @@ class Connection:
             direct.write_timeout = self.limits.send_timeout
             direct.close_timeout = self.limits.close_timeout
             direct.attach(self)
-        try:
-            async with trio.open_nursery() as nursery:
-                if direct is None:
-                    nursery.start_soon(self._read)
-                try:
-                    with self.grace:
-                        if connections is not None:
-                            connections.add(self)
-                        if await self._admitted(checks):
-                            if auto_accept:
-                                await self.ws._accept_for_view()
-                            await view(self.ws, **params)
-                except BaseException as exc:  # every road out leads to the close below
-                    outcome = _ours_unwrapped(exc)
-                finally:
+
+        async def live(nursery: trio.Nursery | None) -> None:
+            nonlocal outcome, ending
+            try:
+                with self.grace:
                     if connections is not None:
-                        connections.discard(self)
-                ending = self._conclude(outcome)
-                try:
-                    await self._close(ending, outcome)
-                finally:
-                    if self._drains():
-                        # The reader reads on until the server reports the
-                        # disconnect, so it can release the socket.
-                        nursery.cancel_scope.deadline = (
-                            trio.current_time() + self.limits.close_timeout
-                        )
-                    else:
-                        nursery.cancel_scope.cancel()
+                        connections.add(self)
+                    if await self._admitted(checks):
+                        if auto_accept:
+                            await self.ws._accept_for_view()
+                        await view(self.ws, **params)
+            except BaseException as exc:  # every road out leads to the close below
+                outcome = _ours_unwrapped(exc)
+            finally:
+                if connections is not None:
+                    connections.discard(self)
+            ending = self._conclude(outcome)
+            try:
+                await self._close(ending, outcome)
+            finally:
+                if nursery is None:
+                    pass  # the server reads on after the close itself
+                elif self._drains():
+                    # The reader reads on until the server reports the
+                    # disconnect, so it can release the socket.
+                    nursery.cancel_scope.deadline = trio.current_time() + self.limits.close_timeout
+                else:
+                    nursery.cancel_scope.cancel()
+
+        try:
+            if direct is None:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._read)
+                    await live(nursery)
+            else:  # no reader of ours, so no nursery either
+                await live(None)
         except BaseException as exc:  # the reader's, the exit path's, or from outside
             raised = exc
         finally:

@@ -21,8 +21,6 @@ last word is dropped, since nobody will.
 
 from __future__ import annotations
 
-from collections import deque
-
 import trio
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
 
@@ -45,13 +43,15 @@ class Inbox:
     def __init__(self, max_items: int, max_bytes: int) -> None:
         self._max_items = max_items
         self._max_bytes = max_bytes
-        self._items: deque[tuple[Message, int]] = deque()
+        # A list, not a deque: an empty deque takes 600 bytes, and an inbox
+        # holds at most a few dozen messages, most often none.
+        self._items: list[tuple[Message, int]] = []
         self._put_bytes = 0  # the reader's
         self._ended = False  # the reader's: nothing more will come
         self._taken_bytes = 0  # the view's
         self._closed = False  # the view's: it will read no more
         self._arrival = ParkingLot()  # view tasks waiting for a message
-        self._room = ParkingLot()  # the reader, waiting for room
+        self._room: ParkingLot | None = None  # the reader, waiting for room (rare)
 
     @property
     def waiting(self) -> int:
@@ -74,6 +74,8 @@ class Inbox:
         the view's last word the message is dropped, and this returns True.
         """
         while self._full_for(size) and not self._closed:
+            if self._room is None:
+                self._room = ParkingLot()
             with trio.move_on_after(patience) as waiting:
                 await self._room.park()
             if waiting.cancelled_caught:
@@ -105,9 +107,10 @@ class Inbox:
                 return None
             await self._arrival.park()
             parked = True
-        message, size = self._items.popleft()
+        message, size = self._items.pop(0)
         self._taken_bytes += size
-        self._room.unpark()
+        if self._room:
+            self._room.unpark()
         if not parked:
             await cancel_shielded_checkpoint()
         return message
@@ -124,9 +127,10 @@ class Inbox:
             if self._ended or self._closed:
                 return None
             raise trio.WouldBlock
-        message, size = self._items.popleft()
+        message, size = self._items.pop(0)
         self._taken_bytes += size
-        self._room.unpark()
+        if self._room:
+            self._room.unpark()
         return message
 
     def close(self) -> None:
@@ -134,4 +138,5 @@ class Inbox:
         self._closed = True
         self._items.clear()
         self._arrival.unpark_all()
-        self._room.unpark_all()
+        if self._room:
+            self._room.unpark_all()

@@ -36,6 +36,10 @@ logger = logging.getLogger("trio_boca")
 _OUT_OF = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 
 
+#: Every scope's `asgi` entry: one dict, the same for all (never written).
+_ASGI = {"version": "3.0", "spec_version": "2.4"}
+
+
 class Run:
     """The state of one `serve()` run, shared by its connections."""
 
@@ -67,7 +71,7 @@ class Run:
         path, raw_path, query = path_of(request.target)
         return {
             "type": kind,
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "asgi": _ASGI,
             "http_version": request.http_version.decode("ascii"),
             "scheme": "https" if transport.secure else "http",
             "path": path,

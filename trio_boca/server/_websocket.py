@@ -20,7 +20,7 @@ through two parsers.
 
 Writers: the app's task (its messages, the accept, the close) and the reader
 (pongs and close echoes the protocol queues), and, for a keepalive ping, a
-short task of the server's. They take `_lock` in turn, and each writes what
+short task of the server's. They take turns (`Turns`), and each writes what
 the protocol has queued in order.
 """
 
@@ -40,13 +40,13 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState, PayloadTooBig
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import SEND_EOF, State
 from websockets.server import ServerProtocol
 
 from .._direct import EXTENSION, Sink
 from .._inbox import Inbox
-from ._transport import ClientDisconnected
+from ._transport import ClientDisconnected, Turns
 
 if TYPE_CHECKING:
     from ._http import HTTPConnection
@@ -90,8 +90,9 @@ class WebSocketConnection:
         self.run_ = http.run_
         self.config = http.run_.config
         self.transport = http.transport
-        self.h11 = http.h11
-        self.request = request
+        self.h11: h11.Connection | None = http.h11  # until the handshake is answered
+        self.request: h11.Request | None = request  # until the scope is made
+        self._target = request.target.decode("latin-1")
         extensions = None
         if self.config.compression:
             extensions = [
@@ -104,14 +105,15 @@ class WebSocketConnection:
         )
         #: The app's side: HANDSHAKE until it answers, then ACCEPTED, then CLOSED.
         self.state = HANDSHAKE
-        self.queue = Inbox(QUEUE_MESSAGES, QUEUE_BYTES)
+        #: Behind receive(), for an app without a sink; made when first needed.
+        self.queue: Inbox | None = None
         self.sink: Sink | None = None
         #: How the connection ended on the client's side: code, reason, ended_by.
         self.departure: tuple[int, str, str | None] | None = None
         #: Set by the app (trio_boca's connection) before it accepts.
         self.write_timeout = self.config.write_timeout
         self.close_timeout = self.config.close_timeout
-        self._lock = trio.StrictFIFOLock()
+        self._turns = Turns()
         self._wake = trio.CancelScope()  # the reader, waiting for the app's answer
         self._connect_sent = False
         self._denial: Message | None = None
@@ -125,27 +127,15 @@ class WebSocketConnection:
         self._quiet_since = 0.0
         self._pinged_at: float | None = None
         self._started_at = trio.current_time()
+        self._response: Response | None = None  # the 101, until the app answers
 
     # -- the connection task -----------------------------------------------------
 
     async def run(self) -> None:
-        target = self.request.target.decode("latin-1")
-        headers = Headers(
-            (k.decode("latin-1"), v.decode("latin-1")) for k, v in self.request.headers
-        )
-        self._response = self.protocol.accept(Request(target, headers))
-        if self._response.status_code != 101:
+        scope = self._scope()
+        if self._response is None or self._response.status_code != 101:
             await self._refuse_handshake()
             return
-        scope = self.run_.scope("websocket", self.request, self.transport)
-        scope["scheme"] = "wss" if self.transport.secure else "ws"
-        scope["subprotocols"] = [
-            p.strip()
-            for value in headers.get_all("Sec-WebSocket-Protocol")
-            for p in value.split(",")
-            if p.strip()
-        ]
-        scope["extensions"] = {"websocket.http.response": {}, EXTENSION: self}
         self.run_.websockets.add(self)
         self.run_.timekeeper.watch(self)
         try:
@@ -156,8 +146,39 @@ class WebSocketConnection:
             self.run_.timekeeper.forget(self)
             self.run_.websockets.discard(self)
 
+    def _scope(self) -> dict[str, Any]:
+        """Check the handshake (websockets' accept()), and the app's scope.
+
+        What only the handshake needs (h11's request, its headers as
+        websockets reads them) is dropped here: an idle connection keeps
+        only its scope.
+        """
+        assert self.request is not None
+        request, self.request = self.request, None
+        headers = Headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers)
+        self._response = self.protocol.accept(Request(self._target, headers))
+        scope = self.run_.scope("websocket", request, self.transport)
+        scope["scheme"] = "wss" if self.transport.secure else "ws"
+        scope["subprotocols"] = [
+            p.strip()
+            for value in headers.get_all("Sec-WebSocket-Protocol")
+            for p in value.split(",")
+            if p.strip()
+        ]
+        scope["extensions"] = {"websocket.http.response": {}, EXTENSION: self}
+        return scope
+
+    def _queue(self) -> Inbox:
+        """The queue behind receive(), for an app that attached no sink."""
+        if self.queue is None:
+            self.queue = Inbox(QUEUE_MESSAGES, QUEUE_BYTES)
+            if self.departure is not None:
+                self.queue.end()
+        return self.queue
+
     async def _refuse_handshake(self) -> None:
         response = self._response
+        assert response is not None
         body = (response.body or b"").decode(errors="replace").strip()
         self.run_.notes.note(
             "websocket handshake",
@@ -171,6 +192,7 @@ class WebSocketConnection:
 
     async def _read(self) -> None:
         """Read the client until its side of the connection is over, then say so."""
+        assert self.h11 is not None
         early, _ = self.h11.trailing_data
         held = bytearray(early)
         with self._wake:  # until the app answers the handshake
@@ -236,8 +258,9 @@ class WebSocketConnection:
                     text = self._decoder is not None
                     self._decoder = None
                     await self._message(Opcode.TEXT if text else Opcode.BINARY, data)
-        with contextlib.suppress(ClientDisconnected):  # the next read says so
-            await self._flush(self.write_timeout, checkpoint=False)  # pongs, close echoes
+        if self.protocol.writes:  # pongs, close echoes: rarely anything
+            with contextlib.suppress(ClientDisconnected):  # the next read says so
+                await self._flush(self.write_timeout, checkpoint=False)
 
     def _text_ok(self, data: bytes, final: bool) -> bool:
         """Check a fragment's UTF-8 as it comes: a bad one fails the connection at once."""
@@ -264,7 +287,7 @@ class WebSocketConnection:
             finally:
                 self._delivering = False
         else:
-            await self.queue.put(message, len(data), math.inf)
+            await self._queue().put(message, len(data), math.inf)
 
     def _fail(self, code: int, reason: str) -> None:
         if self._bad is None:
@@ -299,12 +322,10 @@ class WebSocketConnection:
             return
         self.departure = (code, reason, ended_by)
         if ended_by is not None and ended_by != "bad_input" and self.sink is None:
-            self.run_.notes.note(
-                ended_by, "WebSocket %r: %s", self.request.target.decode("latin-1"), reason
-            )
+            self.run_.notes.note(ended_by, "WebSocket %r: %s", self._target, reason)
         if self.sink is not None:
             self.sink.left(code, reason, ended_by)
-        else:
+        elif self.queue is not None:
             self.queue.end()
 
     # -- the app's task ------------------------------------------------------------
@@ -315,7 +336,8 @@ class WebSocketConnection:
         except Exception as exc:
             logger.error("the ASGI app failed on WebSocket %r", scope["path"], exc_info=exc)
         finally:
-            self.queue.close()
+            if self.queue is not None:
+                self.queue.close()
             try:
                 if self.state is HANDSHAKE:
                     await self._deny(500, [], b"")
@@ -351,10 +373,11 @@ class WebSocketConnection:
             await trio.lowlevel.checkpoint()
             return {"type": "websocket.connect"}
         # A waiting message is returned without a checkpoint (see _http.Exchange.receive).
+        queue = self._queue()
         try:
-            message = self.queue.get_nowait()
+            message = queue.get_nowait()
         except trio.WouldBlock:
-            message = await self.queue.get()
+            message = await queue.get()
         if message is not None:
             return message
         code, reason, _ = self.departure or (1006, "", None)
@@ -406,7 +429,8 @@ class WebSocketConnection:
         raise RuntimeError(f"ASGI message {kind!r} is not allowed in state {self.state}")
 
     async def _accept(self, message: Message) -> None:
-        response = self._response
+        response, self._response, self.h11 = self._response, None, None
+        assert response is not None
         subprotocol = message.get("subprotocol")
         if subprotocol is not None:
             response.headers["Sec-WebSocket-Protocol"] = subprotocol
@@ -430,10 +454,12 @@ class WebSocketConnection:
             (k, v) for k, v in headers if k.lower() not in (b"connection", b"content-length")
         ]
         headers += [(b"content-length", str(len(body)).encode()), (b"connection", b"close")]
-        data = self.h11.send(h11.Response(status_code=status, headers=headers)) or b""
+        connection, self.h11, self._response = self.h11, None, None
+        assert connection is not None
+        data = connection.send(h11.Response(status_code=status, headers=headers)) or b""
         if body:
-            data += self.h11.send(h11.Data(data=body)) or b""
-        data += self.h11.send(h11.EndOfMessage()) or b""
+            data += connection.send(h11.Data(data=body)) or b""
+        data += connection.send(h11.EndOfMessage()) or b""
         await self._write(data, self.close_timeout)
 
     # -- writing --------------------------------------------------------------------
@@ -444,10 +470,7 @@ class WebSocketConnection:
             # Before anything is taken from the protocol: a cancelled send
             # must not lose what another writer queued.
             await trio.lowlevel.checkpoint_if_cancelled()
-        if self._lock.locked():
-            await self._lock.acquire()
-        else:
-            self._lock.acquire_nowait()
+        await self._turns.take()
         try:
             chunks = self.protocol.data_to_send()
             data = b"".join(chunk for chunk in chunks if chunk is not SEND_EOF)
@@ -456,17 +479,14 @@ class WebSocketConnection:
             if chunks and chunks[-1] is SEND_EOF:
                 await self.transport.send_eof()
         finally:
-            self._lock.release()
+            self._turns.give()
 
     async def _write(self, data: bytes, timeout: float) -> None:
-        if self._lock.locked():
-            await self._lock.acquire()
-        else:
-            self._lock.acquire_nowait()
+        await self._turns.take()
         try:
             await self.transport.write(data, timeout)
         finally:
-            self._lock.release()
+            self._turns.give()
 
     # -- deadlines (the server's timekeeper) ------------------------------------
 
@@ -514,7 +534,7 @@ class WebSocketConnection:
             access_log.info(
                 "%s WebSocket %r %.3f s, closed %s",
                 _client(self.transport.client),
-                self.request.target.decode("latin-1"),
+                self._target,
                 trio.current_time() - self._started_at,
                 code,
             )
