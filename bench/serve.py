@@ -62,10 +62,11 @@ async def under_trio_boca(
     from trio_boca.server import serve
 
     compression = name.endswith("-compression")  # "trio_boca-serve-compression": on
+    app = APPS["raw" if name.startswith("raw") else "trio_boca"]()
     async with trio.open_nursery() as nursery:
         run = partial(
             serve,
-            APPS["trio_boca"](),
+            app,
             "127.0.0.1",
             port,
             shutdown_timeout=GRACEFUL,
@@ -94,11 +95,26 @@ async def under_trio_websocket(
         nursery.cancel_scope.cancel()
 
 
+async def under_ceiling(
+    name: str, port: int, stop: trio.Event, *, task_status: trio.TaskStatus[None]
+) -> None:
+    """The Trio ceiling (bench/ceiling.py): no library, stopped by cancelling it."""
+    from .ceiling import serve_ceiling
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(serve_ceiling, port)
+        task_status.started()
+        await stop.wait()
+        nursery.cancel_scope.cancel()
+
+
 Serve = Callable[..., Awaitable[None]]
 SERVERS: dict[str, Serve] = {
     "trio_boca-serve": under_trio_boca,
     "trio_boca-serve-compression": under_trio_boca,
     "trio-websocket": under_trio_websocket,
+    "ceiling": under_ceiling,
+    "raw-serve": under_trio_boca,
 }
 
 

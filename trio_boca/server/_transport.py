@@ -137,7 +137,11 @@ class Transport:
 
     async def aclose(self) -> None:
         self._fd = None
-        await trio.aclose_forcefully(self.stream)
+        if isinstance(self.stream, trio.SocketStream):
+            self._socket.close()  # what aclose() does, without its cancel scope
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.aclose_forcefully(self.stream)
 
 
 def _address(address: Any) -> tuple[str, int] | None:
