@@ -83,5 +83,7 @@ async def _connection(stream: trio.SocketStream) -> None:
         return
 
 
-async def serve_ceiling(port: int, *, task_status: trio.TaskStatus[None]) -> None:
+async def serve_ceiling(
+    port: int, *, task_status: trio.TaskStatus[list[trio.SocketListener]]
+) -> None:
     await trio.serve_tcp(partial(_connection), port, host="127.0.0.1", task_status=task_status)
