@@ -3,16 +3,19 @@
     scripts/bench                 (sets up .venv with the `bench` extra, then this)
     python -m bench [--rounds 3] [--seconds 2] [--quick]
 
-Every framework serves the same /echo (bench/apps.py, served by bench/serve.py),
-one after the other, interleaved over the rounds so a noisy moment hits all
-of them; each figure is the median of the rounds, and each is also given as a
-ratio to the raw ASGI app. The ASGI apps run under the same server, plain
-`hypercorn.trio.serve`; trio_boca runs a second time under its own `serve()`
-(what `trio-boca run` uses: hypercorn's Trio worker plus trio_boca's
-adaptations), and a bare trio-websocket server, no framework and no ASGI,
-shows what a Trio user gets without either. Load comes from
-bench/client.py in its own process; server and client CPU are reported so a
-reader can see which one was the bottleneck.
+Every row serves the same /echo (bench/apps.py, served by bench/serve.py), one
+after the other, interleaved over the rounds so a noisy moment hits all of
+them; each figure is the median of the rounds, and each is also given as a
+ratio to the baseline, a raw ASGI app on hypercorn's Trio worker. The server
+runs on core 0 and the load (bench/client.py, in its own process) on core 1;
+server and client CPU are reported so a reader can see which one was the
+bottleneck.
+
+The rows: trio_boca on its own server (what `trio-boca run` and `app.serve()`
+use) and on plain hypercorn; the raw app on trio_boca's server; the echo of
+trio-websocket's and of websockets' own Trio servers, handlers with no
+framework; Starlette on uvicorn (uvloop, httptools, websockets), the asyncio
+reference; and the Trio ceiling (bench/ceiling.py), no library at all.
 
 Writes docs/benchmarks.md and docs/benchmarks.png.
 """
@@ -34,9 +37,29 @@ from typing import Any
 
 from .testclients import run_all as test_clients
 
-FRAMEWORKS = ["raw", "trio_boca", "trio_boca-serve", "trio-websocket", "starlette", "quart-trio"]
+FRAMEWORKS = [
+    "raw",
+    "trio_boca-serve",
+    "trio_boca",
+    "raw-serve",
+    "trio-websocket",
+    "websockets-trio",
+    "starlette-uvicorn",
+    "ceiling",
+]
 # Keys are bench/serve.py names; a column is headed by its key unless named here.
-HEADINGS = {"trio_boca-serve": "trio_boca (serve)"}
+HEADINGS = {
+    "raw": "raw ASGI, hypercorn",
+    "trio_boca-serve": "trio_boca",
+    "trio_boca": "trio_boca, hypercorn",
+    "raw-serve": "raw ASGI, trio_boca's server",
+    "trio-websocket": "trio-websocket",
+    "websockets-trio": "websockets.trio",
+    "starlette-uvicorn": "Starlette, uvicorn",
+    "ceiling": "Trio ceiling",
+}
+#: The server's core and the load's: the two never compete.
+SERVER_CORE, CLIENT_CORE = 0, 1
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -50,6 +73,7 @@ class Server:
             cwd=ROOT,
             stdout=subprocess.PIPE,
             text=True,
+            preexec_fn=lambda: pin(SERVER_CORE),
         )
         assert self.process.stdout is not None
         if self.process.stdout.readline().strip() != "ready":
@@ -70,6 +94,12 @@ class Server:
         self.process.wait(timeout=10)
 
 
+def pin(core: int) -> None:
+    """Run this process on `core` alone (when the machine has it)."""
+    if core < (os.cpu_count() or 1):
+        os.sched_setaffinity(0, {core})
+
+
 def client(*args: Any) -> dict[str, Any]:
     output = subprocess.run(
         [sys.executable, "-m", "bench.client", *map(str, args)],
@@ -78,6 +108,7 @@ def client(*args: Any) -> dict[str, Any]:
         text=True,
         check=True,
         timeout=600,
+        preexec_fn=lambda: pin(CLIENT_CORE),
     ).stdout
     result: dict[str, Any] = json.loads(output)
     return result
@@ -107,6 +138,7 @@ def idle_memory(name: str, port: int, connections: int, mode: str = "idle") -> f
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
+            preexec_fn=lambda: pin(CLIENT_CORE),
         )
         assert holder.stdout is not None and holder.stdin is not None
         opened = json.loads(holder.stdout.readline())["open"]
@@ -180,23 +212,29 @@ def report(data: dict[str, Any], fanout: str, rounds: int, seconds: float) -> st
             for package in (
                 "trio_boca",
                 "trio",
+                "h11",
+                "websockets",
                 "hypercorn",
                 "trio-websocket",
                 "starlette",
-                "quart-trio",
+                "uvicorn",
+                "uvloop",
             )
         )
         + ".",
-        "- Server: plain `hypercorn.trio.serve` (hypercorn's Trio worker) for raw,"
-        " trio_boca, starlette and quart-trio; trio_boca (serve) is the same app under"
-        " `trio_boca.server.serve`, what `trio-boca run` uses (hypercorn's Trio worker"
-        " plus trio_boca's adaptations); trio-websocket is a hand-written echo under"
-        " `trio_websocket.serve_websocket`, no ASGI server. All on 127.0.0.1; load from"
-        " `bench/client.py` in its own process: 32-byte text messages, hand-built frames.",
-        "- In parentheses: the ratio to the raw ASGI app (higher is better for"
+        "- Rows: the baseline is a raw ASGI echo app on plain `hypercorn.trio.serve`"
+        " (hypercorn's Trio worker). trio_boca runs on its own server (`trio_boca.server"
+        ".serve`, what `trio-boca run` and `app.serve()` use) and on plain hypercorn;"
+        " the raw app also runs on trio_boca's server. trio-websocket and websockets.trio"
+        " are hand-written echo handlers on those libraries' own Trio servers, no ASGI;"
+        " Starlette on uvicorn (uvloop, httptools, websockets) is the asyncio reference;"
+        " the Trio ceiling (`bench/ceiling.py`) parses frames by hand, no library. All on"
+        " 127.0.0.1, the server on core 0 and the load (`bench/client.py`, hand-built"
+        " frames, 32-byte text messages) on core 1.",
+        "- In parentheses: the ratio to the baseline (higher is better for"
         " throughput, lower for latency and memory).",
         "",
-        "![ratios to raw ASGI](benchmarks.png)",
+        "![ratios to the baseline](benchmarks.png)",
         "",
         "## Echo throughput (messages/s) and round-trip latency",
         "",
@@ -313,8 +351,8 @@ def chart(data: dict[str, Any], path: Path) -> None:
         axes.bar(positions, ratios, width, label=heading(name))
     axes.axhline(1.0, color="black", linewidth=0.8)
     axes.set_xticks(range(len(scenarios)), [label for _, _, label in scenarios])
-    axes.set_ylabel("ratio to raw ASGI")
-    axes.set_title("Medians, as ratios to the raw ASGI app under hypercorn's Trio worker")
+    axes.set_ylabel("ratio to the baseline")
+    axes.set_title("Medians, as ratios to a raw ASGI app on hypercorn's Trio worker")
     axes.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=100)

@@ -1,7 +1,8 @@
-"""The same /echo endpoint five ways: accept, echo every message until the client leaves.
+"""The same /echo endpoint many ways: accept, echo every message until the client leaves.
 
-Four are ASGI apps (`APPS`); the fifth, `trio_websocket`, is a bare
-trio-websocket handler, which bench/serve.py serves without hypercorn.
+Four are ASGI apps (`APPS`); `trio_websocket` and `websockets_trio` are bare
+handlers of those libraries' own servers, which bench/serve.py serves
+without an ASGI server. (The Trio ceiling, with no library, is bench/ceiling.py.)
 """
 
 from __future__ import annotations
@@ -93,6 +94,16 @@ def trio_websocket() -> Callable[[Any], Awaitable[None]]:
                 await ws.send_message(await ws.get_message())
         except ConnectionClosed:
             pass
+
+    return echo
+
+
+def websockets_trio() -> Callable[[Any], Awaitable[None]]:
+    """What a Trio user writes with websockets' own Trio server: a handler."""
+
+    async def echo(ws: Any) -> None:
+        async for message in ws:
+            await ws.send(message)
 
     return echo
 

@@ -108,6 +108,56 @@ async def under_ceiling(
         nursery.cancel_scope.cancel()
 
 
+async def under_websockets_trio(
+    name: str, port: int, stop: trio.Event, *, task_status: trio.TaskStatus[None]
+) -> None:
+    """websockets' own Trio server with its defaults, stopped by cancelling it."""
+    from websockets.trio.server import serve as websockets_serve
+
+    from .apps import websockets_trio
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            partial(websockets_serve, websockets_trio(), port, host="127.0.0.1", backlog=BACKLOG)
+        )
+        task_status.started()
+        await stop.wait()
+        nursery.cancel_scope.cancel()
+
+
+def under_uvicorn(port: int) -> None:
+    """Starlette on uvicorn, the asyncio reference: uvloop, httptools, websockets.
+
+    Not Trio: its own event loop, in this process; uvicorn stops on SIGTERM.
+    """
+    import asyncio
+
+    import uvicorn
+    import uvloop
+
+    config = uvicorn.Config(
+        APPS["starlette"](),
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets",
+        lifespan="off",
+        log_level="warning",
+        backlog=BACKLOG,
+    )
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        serving = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        print("ready", flush=True)
+        await serving
+
+    uvloop.run(main())
+
+
 Serve = Callable[..., Awaitable[None]]
 SERVERS: dict[str, Serve] = {
     "trio_boca-serve": under_trio_boca,
@@ -115,6 +165,7 @@ SERVERS: dict[str, Serve] = {
     "trio-websocket": under_trio_websocket,
     "ceiling": under_ceiling,
     "raw-serve": under_trio_boca,
+    "websockets-trio": under_websockets_trio,
 }
 
 
@@ -133,4 +184,7 @@ async def main(name: str, port: int) -> None:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
     raise_file_limit()
-    trio.run(main, sys.argv[1], int(sys.argv[2]))
+    if sys.argv[1] == "starlette-uvicorn":
+        under_uvicorn(int(sys.argv[2]))
+    else:
+        trio.run(main, sys.argv[1], int(sys.argv[2]))
