@@ -150,7 +150,7 @@ def under_uvicorn(port: int) -> None:
 
     async def main() -> None:
         serving = asyncio.create_task(server.serve())
-        while not server.started:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
             await asyncio.sleep(0.01)
         print("ready", flush=True)
         await serving
