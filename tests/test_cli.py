@@ -139,6 +139,26 @@ async def test_run_serves_until_sigterm_then_closes_websockets_with_1001() -> No
     assert (closed.value.code, closed.value.reason) == (1001, "server shutting down")
 
 
+@pytest.mark.usefixtures("stop_leftovers")
+async def test_run_on_hypercorn_serves_unpatched() -> None:
+    """`--server hypercorn`: hypercorn's Trio worker, as it is. The app serves;
+    a stop ends the WebSocket as hypercorn does: at its graceful timeout the
+    view is cancelled, and trio_boca closes with 1001."""
+    with trio.fail_after(TIMEOUT):
+        server = await start(
+            "tests.cli_apps:app", "--server", "hypercorn", "--shutdown-timeout", "0.5"
+        )
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(server.url + "/pid")).text == str(server.process.pid)
+        async with connect_websocket(server.ws_url + "/wait") as ws:
+            assert await ws.receive() == "ready"
+            server.process.send_signal(signal.SIGTERM)
+            with pytest.raises(WebSocketDisconnect) as closed:
+                await ws.receive()
+        assert await server.process.wait() == 0
+    assert closed.value.code == 1001
+
+
 async def test_the_console_script_and_the_demo_page() -> None:
     script = Path(sys.executable).parent / "trio-boca"
     with trio.fail_after(TIMEOUT):
