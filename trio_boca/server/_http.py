@@ -56,6 +56,13 @@ class Refused(Exception):
 class HTTPConnection:
     """One client connection, speaking HTTP/1.1 until it closes or upgrades."""
 
+    __slots__ = (
+        "busy",
+        "h11",
+        "run_",
+        "transport",
+    )
+
     def __init__(self, run: Run, transport: Transport) -> None:
         self.run_ = run
         self.transport = transport
@@ -167,6 +174,24 @@ class HTTPConnection:
 
 class Exchange:
     """One request and its response: the app's `receive` and `send`."""
+
+    __slots__ = (
+        "body",
+        "complete",
+        "connection",
+        "done",
+        "go_on",
+        "h11",
+        "head",
+        "head_sent",
+        "headers",
+        "keep_alive",
+        "request",
+        "sent",
+        "started_at",
+        "status",
+        "transport",
+    )
 
     def __init__(self, connection: HTTPConnection, request: h11.Request) -> None:
         self.connection = connection

@@ -86,6 +86,37 @@ class _Protocol(ServerProtocol):
 class WebSocketConnection:
     """The server's side of one WebSocket: its reader, and the app's receive and send."""
 
+    __slots__ = (
+        "_bad",
+        "_close_deadline",
+        "_connect_sent",
+        "_decoder",
+        "_delivering",
+        "_denial",
+        "_ended_by",
+        "_fragments",
+        "_pinged_at",
+        "_quiet_reads",
+        "_quiet_since",
+        "_response",
+        "_started_at",
+        "_target",
+        "_turns",
+        "_wake",
+        "close_timeout",
+        "config",
+        "departure",
+        "h11",
+        "protocol",
+        "queue",
+        "request",
+        "run_",
+        "sink",
+        "state",
+        "transport",
+        "write_timeout",
+    )
+
     def __init__(self, http: HTTPConnection, request: h11.Request) -> None:
         self.run_ = http.run_
         self.config = http.run_.config
