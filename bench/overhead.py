@@ -11,11 +11,13 @@ hold only the app's own work (and the feeding task's, the same for all):
   echo clients do;
 - per connection: connect, accept, one echo, the client leaves.
 
-Three apps: the raw ASGI app; "reader" is the raw app with an always-on
+Four rows: the raw ASGI app; "reader" is the raw app with an always-on
 reader task moving messages into a bounded memory channel and nothing else,
-the floor of any design where somebody always reads the server; and
-trio_boca. Under hypercorn each message costs about 70 us of server time and
-each connection about 650 us, which puts these in proportion.
+the floor of any design where somebody always reads the server; trio_boca
+over plain ASGI, as under any server (with a reader task of its own); and
+"direct", trio_boca as its own server runs it, the messages handed straight
+to its inbox through the trio_boca.direct extension (no reader task, no
+queue hop), where the feeding side plays the server's reader.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import time
 from typing import Any
 
 import trio
+
+from trio_boca._direct import EXTENSION
 
 from .apps import raw, trio_boca
 
@@ -132,15 +136,109 @@ def reader() -> Any:
     return app
 
 
+class Direct:
+    """The trio_boca.direct extension's handle, as trio_boca's server offers it."""
+
+    write_timeout = close_timeout = 30.0
+
+    def __init__(self) -> None:
+        self.sink: Any = None
+        self.attached = trio.Event()
+
+    def attach(self, sink: Any) -> None:
+        self.sink = sink
+        self.attached.set()
+
+
+def direct_scope(direct: Direct) -> dict[str, Any]:
+    return {**SCOPE, "extensions": {EXTENSION: direct}}
+
+
+async def connect_only() -> dict[str, Any]:
+    await trio.lowlevel.checkpoint()
+    return {"type": "websocket.connect"}
+
+
+async def per_message_direct(app: Any, count: int = 30_000) -> float:
+    direct = Direct()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, direct_scope(direct), connect_only, ignore)
+        await direct.attached.wait()
+        for _ in range(1000):  # warm up
+            await direct.sink.deliver(MESSAGE)
+        started = time.perf_counter()
+        for _ in range(count):
+            await direct.sink.deliver(MESSAGE)
+        elapsed = time.perf_counter() - started
+        direct.sink.left(1000, "")
+    return elapsed / count * 1e6
+
+
+async def per_round_trip_direct(app: Any, count: int = 20_000) -> float:
+    direct = Direct()
+    to_test, from_app = trio.open_memory_channel[dict[str, Any]](10)
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send":
+            await to_test.send(message)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(app, direct_scope(direct), connect_only, send)
+        await direct.attached.wait()
+        for _ in range(1000):  # warm up
+            await direct.sink.deliver(MESSAGE)
+            await from_app.receive()
+        started = time.perf_counter()
+        for _ in range(count):
+            await direct.sink.deliver(MESSAGE)
+            await from_app.receive()
+        elapsed = time.perf_counter() - started
+        direct.sink.left(1000, "")
+    return elapsed / count * 1e6
+
+
+async def per_connection_direct(app: Any, count: int = 5_000) -> float:
+    async def one() -> None:
+        direct = Direct()
+
+        async def send(message: dict[str, Any]) -> None:
+            await trio.lowlevel.checkpoint()
+            if message["type"] == "websocket.accept":  # the client's message, then it leaves
+                await direct.sink.deliver(MESSAGE)
+                direct.sink.left(1000, "")
+
+        await app(direct_scope(direct), connect_only, send)
+
+    for _ in range(200):  # warm up
+        await one()
+    started = time.perf_counter()
+    for _ in range(count):
+        await one()
+    return (time.perf_counter() - started) / count * 1e6
+
+
 MEASURES = {"message": per_message, "round trip": per_round_trip, "connection": per_connection}
+DIRECT = {
+    "message": per_message_direct,
+    "round trip": per_round_trip_direct,
+    "connection": per_connection_direct,
+}
 
 
 def main() -> None:
     results: dict[str, dict[str, list[float]]] = {}
+    rows = (
+        ("raw", raw, MEASURES),
+        ("reader", reader, MEASURES),
+        ("trio_boca", trio_boca, MEASURES),
+        ("direct", trio_boca, DIRECT),
+    )
     for _ in range(3):  # interleaved
-        for name, make in (("raw", raw), ("reader", reader), ("trio_boca", trio_boca)):
+        for name, make, measures in rows:
             figures = results.setdefault(name, {})
-            for measure, run in MEASURES.items():
+            for measure, run in measures.items():
                 figures.setdefault(measure, []).append(trio.run(run, make()))
     print(f"{'us per':<10}" + "".join(f"{measure:>12}" for measure in MEASURES))
     for name, figures in results.items():
