@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +13,7 @@ import trio.testing
 
 from trio_boca import App, Request, Response, WebSocket, WebSocketDisconnect
 from trio_boca.server import Address, serve
-from trio_boca.testing import LiveServer, connect_websocket
+from trio_boca.testing import LiveServer, WebSocketRejected, connect_websocket
 
 from .conftest import TIMEOUT
 from .rawclient import RawClient
@@ -194,3 +195,46 @@ async def test_the_close_code_a_view_sees(
             await done.wait()
     [exc] = got
     assert (exc.code, exc.reason) == seen
+
+
+async def test_a_handshake_under_way_when_the_server_stops_is_refused_at_once() -> None:
+    """A connection whose check is still running when the stop begins was
+    not yet known to the stop, so its view ran on until the deadline cut
+    it. Now it learns of the stop as it joins: 503, and the stop is quick."""
+    app = App()
+
+    async def slow_check(ws: WebSocket) -> None:
+        await trio.sleep(0.3)
+
+    @app.websocket_route("/x", checks=[slow_check])
+    async def view(ws: WebSocket) -> None:
+        await trio.sleep_forever()  # pragma: no cover
+
+    statuses: list[int] = []
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as outer:
+            serving = trio.CancelScope()
+            stopped = trio.Event()
+
+            async def serve(task_status: trio.TaskStatus[Any]) -> None:
+                with serving:
+                    await app.serve("127.0.0.1", 0, shutdown_timeout=5, task_status=task_status)
+                stopped.set()
+
+            address = await outer.start(serve)
+
+            async def connect() -> None:
+                try:
+                    async with connect_websocket(address.ws_url + "/x"):
+                        statuses.append(101)  # pragma: no cover
+                except WebSocketRejected as refused:
+                    statuses.append(refused.status)
+
+            outer.start_soon(connect)
+            await trio.sleep(0.1)  # the check is running
+            stopped_at = trio.current_time()
+            serving.cancel()
+            await stopped.wait()
+            elapsed = trio.current_time() - stopped_at
+    assert statuses == [503]
+    assert elapsed < 1.0  # not the 5 s deadline

@@ -384,6 +384,8 @@ class WebSocketConnection:
         self.sink = sink
         if self.departure is not None:
             sink.left(*self.departure)
+        elif self.run_.stopping:  # the stop came during the handshake
+            sink.shutdown()
 
     def shutdown(self) -> None:
         """The server is stopping: the app closes (1001), or the server does for it."""
@@ -473,6 +475,8 @@ class WebSocketConnection:
         if self.departure is not None:
             raise ClientDisconnected("the client left before the handshake was answered")
         await self._write(response.serialize(), self.close_timeout)
+        if self.run_.stopping and self.sink is None:  # accepted after the stop began
+            self.run_.spawn(self._going_away)
 
     async def _deny(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """Refuse the handshake with an HTTP response (ASGI's denial extension)."""
