@@ -116,3 +116,33 @@ async def test_a_send_after_the_client_left_is_an_oserror_for_asgi_apps() -> Non
             await done.wait()
     [exc] = raised
     assert isinstance(exc, ClientDisconnected)
+
+
+async def test_an_app_slow_to_read_is_not_taken_for_a_dead_client() -> None:
+    """The keepalive pings a silent client. A client whose messages wait for
+    a slow app is not silent: the server stopped reading it (backpressure),
+    so its pongs wait too. (Found in review: only trio_boca's own
+    connections were spared, apps without the extension got 1011.)"""
+    got: list[str] = []
+
+    async def slow(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        await trio.sleep(1.5)  # busy: the queue behind receive() fills, then the socket
+        while len(got) < 40:
+            message = await receive()
+            assert message["type"] == "websocket.receive", message
+            got.append(message["text"])
+        await send({"type": "websocket.send", "text": "all read"})
+
+    with trio.fail_after(TIMEOUT):
+        async with (
+            LiveServer(slow, ping_interval=0.2, ping_timeout=0.3) as server,
+            server.websocket("/") as ws,
+        ):
+            for n in range(40):
+                await ws.send(f"{n:05}" + "x" * 200_000)
+            assert await ws.receive() == "all read"
+    assert len(got) == 40

@@ -311,14 +311,14 @@ class WebSocketConnection:
                 return
         else:
             message = {"type": "websocket.receive", "bytes": data}
-        if self.sink is not None:
-            self._delivering = True  # backpressure: the keepalive waits meanwhile
-            try:
+        self._delivering = True  # backpressure: the keepalive waits meanwhile
+        try:
+            if self.sink is not None:
                 await self.sink.deliver(message)
-            finally:
-                self._delivering = False
-        else:
-            await self._queue().put(message, len(data), math.inf)
+            else:
+                await self._queue().put(message, len(data), math.inf)
+        finally:
+            self._delivering = False
 
     def _fail(self, code: int, reason: str) -> None:
         if self._bad is None:
