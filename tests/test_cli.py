@@ -209,6 +209,7 @@ def test_a_bad_target_is_one_clear_line(target: str, message: str) -> None:
         ),
         (["--max-message-size", "0"], "--max-message-size must be at least 1 byte"),
         (["--ping-timeout", "-1"], "--ping-timeout must be 0 (off) or more"),
+        (["--idle-timeout", "0"], "--idle-timeout must be more than 0"),
         (["--certfile", "cert.pem"], "--certfile and --keyfile go together"),
         (["--certfile", "nowhere.pem", "--keyfile", "k.pem"], "no such file: nowhere.pem"),
     ],
@@ -242,6 +243,21 @@ async def test_workers_get_the_message_size_and_proxy_options() -> None:
             with pytest.raises(WebSocketDisconnect) as closed:
                 await ws.receive()
         assert closed.value.code == 1009
+        assert await server.stop() == 0
+
+
+@pytest.mark.usefixtures("stop_leftovers")
+async def test_workers_get_the_idle_timeout() -> None:
+    with trio.fail_after(TIMEOUT):
+        server = await start("tests.cli_apps:app", "--workers", "2", "--idle-timeout", "0.3")
+        host, port = server.url.rsplit("/", 1)[1].rsplit(":", 1)
+        async with httpx.AsyncClient() as http:
+            await get_text(http, server.url + "/pid")  # the workers serve
+        silent = await trio.open_tcp_stream(host, int(port))
+        opened = trio.current_time()
+        assert await silent.receive_some(100) == b""  # closed by the worker
+        assert trio.current_time() - opened < 0.3 + 0.5
+        await silent.aclose()
         assert await server.stop() == 0
 
 

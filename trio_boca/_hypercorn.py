@@ -20,7 +20,8 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
-from .server import Address, ProxyHeaders, require_asgi
+from ._errors import leaves
+from .server import Address, ProxyHeaders, StartupFailed, require_asgi
 from .server._proxy import TrustedProxies
 
 logger = logging.getLogger("trio_boca")
@@ -70,19 +71,28 @@ async def serve(
     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` with hypercorn until cancelled, then stop as hypercorn does
-    (within its `graceful_timeout`; open WebSockets get no close frame)."""
+    (within its `graceful_timeout`; open WebSockets get no close frame).
+    Raises `StartupFailed` if the app's startup fails."""
     require_asgi(app)
     if proxy_headers:
         headers: ProxyHeaders = "x-forwarded" if proxy_headers is True else proxy_headers
         app = TrustedProxies(app, forwarded_allow_ips, headers)
+    from hypercorn.utils import LifespanFailureError
+
     stopping = trio.Event()
-    async with trio.open_nursery() as nursery:
-        try:
-            address = await nursery.start(_run, app, config, stopping)
-            task_status.started(address)
-            await trio.sleep_forever()
-        finally:
-            stopping.set()
+    try:
+        async with trio.open_nursery() as nursery:
+            try:
+                address = await nursery.start(_run, app, config, stopping)
+                task_status.started(address)
+                await trio.sleep_forever()
+            finally:
+                stopping.set()
+    except BaseException as exc:
+        for leaf in leaves(exc):
+            if isinstance(leaf, LifespanFailureError):
+                raise StartupFailed(str(leaf)) from None
+        raise
 
 
 async def _run(

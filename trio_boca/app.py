@@ -282,6 +282,7 @@ class App:
         proxy_headers: bool | Literal["x-forwarded", "forwarded"] = False,
         forwarded_allow_ips: str = "127.0.0.1,::1",
         ssl_context: ssl.SSLContext | None = None,
+        idle_timeout: float = 5.0,
         task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve the app with trio_boca's own server inside the caller's Trio program.
@@ -304,6 +305,7 @@ class App:
             proxy_headers=proxy_headers,
             forwarded_allow_ips=forwarded_allow_ips,
             ssl_context=ssl_context,
+            idle_timeout=idle_timeout,
             task_status=task_status,
         )
 

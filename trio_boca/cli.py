@@ -83,6 +83,15 @@ def parser() -> argparse.ArgumentParser:
         help="seconds a stop may take before open connections are cut (default 5)",
     )
     run.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="close a connection silent for S seconds while a request is due, or slower "
+        "than that to send a request's head (default 5; behind a proxy, make it longer "
+        "than the proxy's own keep-alive)",
+    )
+    run.add_argument(
         "--max-message-size",
         type=int,
         help="largest WebSocket message, in bytes; bigger ones close with 1009 (default 16 MiB)",
@@ -154,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for flag in ("ping_interval", "ping_timeout"):
             if getattr(options, flag) < 0:
                 raise UsageError(f"--{flag.replace('_', '-')} must be 0 (off) or more")
+        if options.idle_timeout <= 0:
+            raise UsageError("--idle-timeout must be more than 0")
         if (options.certfile is None) != (options.keyfile is None):
             raise UsageError("--certfile and --keyfile go together")
         for path in (options.certfile, options.keyfile):
@@ -222,6 +233,7 @@ async def _under_trio_boca(
         proxy_headers=options.proxy_headers or False,
         forwarded_allow_ips=options.forwarded_allow_ips,
         ssl_context=context,
+        idle_timeout=options.idle_timeout,
         fd=options.fd,
         task_status=task_status,
     )
@@ -280,6 +292,7 @@ async def _supervise(options: argparse.Namespace) -> int:
         command += ["--forwarded-allow-ips", options.forwarded_allow_ips]
         command += ["--ping-interval", str(options.ping_interval)]
         command += ["--ping-timeout", str(options.ping_timeout)]
+        command += ["--idle-timeout", str(options.idle_timeout)]
         command += ["--compression", options.compression]
         command += ["--server", options.server]
         if options.access_log:
