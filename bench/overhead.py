@@ -17,7 +17,9 @@ the floor of any design where somebody always reads the server; trio_boca
 over plain ASGI, as under any server (with a reader task of its own); and
 "direct", trio_boca as its own server runs it, the messages handed straight
 to its inbox through the trio_boca.direct extension (no reader task, no
-queue hop), where the feeding side plays the server's reader.
+queue hop), where the feeding side plays the server's reader; and
+"+mounts", the trio_boca row with three ASGI apps mounted beside its route
+(at "/", "/static" and "/legacy"), which a routed request must not pay for.
 """
 
 from __future__ import annotations
@@ -227,6 +229,18 @@ DIRECT = {
 }
 
 
+def with_mounts() -> Any:
+    """trio_boca's echo app with apps mounted beside its route (the route wins)."""
+
+    async def elsewhere(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("a routed request reached a mount")
+
+    app: Any = trio_boca()
+    for prefix in ("/", "/static", "/legacy"):
+        app.mount(prefix, elsewhere)
+    return app
+
+
 def main() -> None:
     results: dict[str, dict[str, list[float]]] = {}
     rows = (
@@ -234,6 +248,7 @@ def main() -> None:
         ("reader", reader, MEASURES),
         ("trio_boca", trio_boca, MEASURES),
         ("direct", trio_boca, DIRECT),
+        ("+mounts", with_mounts, MEASURES),
     )
     for _ in range(3):  # interleaved
         for name, make, measures in rows:

@@ -47,7 +47,7 @@ from ._direct import EXTENSION
 from ._errors import leaves, sole_error, split_errors
 from ._inbox import Inbox
 from ._messages import Message
-from .guards import Check
+from .guards import Check, run_checks
 from .metrics import RouteTally
 from .websockets import WebSocket, WebSocketDisconnect, WebSocketState, chosen_close
 
@@ -293,7 +293,7 @@ class Connection:
                 with self.grace:
                     if connections is not None:
                         connections.add(self)
-                    if await self._admitted(checks):
+                    if await run_checks(self.ws, checks):
                         if auto_accept:
                             await self.ws._accept_for_view()
                         await view(self.ws, **params)
@@ -339,21 +339,6 @@ class Connection:
         if unlogged is not None:
             raise unlogged  # cancellation from outside
         return (sole_error(outcome) or outcome) if ending.end is End.FAILED else None
-
-    async def _admitted(self, checks: Iterable[Check]) -> bool:
-        """Run the checks until one refuses the handshake; False if one did."""
-        for check in checks:
-            await check(self.ws)
-            state = self.ws.connection_state
-            if state is WebSocketState.REJECTED:
-                return False
-            if state is not WebSocketState.CONNECTING:
-                name = getattr(check, "__qualname__", check)
-                raise RuntimeError(
-                    f"check {name} left the WebSocket in state {state.value}: "
-                    "a check may only refuse a handshake, with reject()"
-                )
-        return True
 
     def _conclude(self, outcome: BaseException | None) -> Ending:
         """Why the connection ended, all things considered: the one decision.

@@ -17,6 +17,7 @@ from ._messages import MESSAGE_TYPES, MessageType
 from .guards import Check, Guard, OriginPolicy
 from .http import ClientDisconnected, HTTPError, Request, Response, plain
 from .metrics import Metrics
+from .mounting import ASGIApp, Mount, Mounts, normalized_prefix, route_path, serve_websocket
 from .routing import Router
 from .websockets import DEFAULT_CAUGHT_CLOSE_CODES
 
@@ -112,6 +113,7 @@ class App:
         self._checks: list[Check] = []
         self.http_routes: Router[HTTPRoute] = Router("HTTP")
         self.websocket_routes: Router[WebSocketRoute] = Router("WebSocket")
+        self.mounts = Mounts()
         self._hooks: dict[str, list[Callable[[], Awaitable[None]]]] = {
             "startup": [],
             "shutdown": [],
@@ -207,6 +209,49 @@ class App:
             return view
 
         return register
+
+    def mount(
+        self,
+        prefix: str,
+        app: ASGIApp,
+        *,
+        allowed_origins: Iterable[str] | EllipsisType | None = ...,
+        checks: Iterable[Check] = (),
+        app_checks: bool = True,
+    ) -> None:
+        """Serve another ASGI app's HTTP and WebSockets under `prefix`.
+
+        `app.mount("/legacy", starlette_app)` hands `/legacy` and everything
+        under it to `starlette_app` (whole segments: not `/legacyx`), when
+        none of this App's own routes matches the path; of several mounts,
+        the longest prefix wins. The mounted app sees the prefix added to
+        the scope's `root_path`, and the whole path in `path`, as the ASGI
+        spec says (and Starlette's `Mount` does).
+
+        A WebSocket handshake to the mounted app passes this App's door
+        first, as one to a route does: the origin policy (`allowed_origins`
+        replaces the App's for this mount, as on `websocket_route`), the
+        connection limits (always), the App's `websocket_check`s (unless
+        `app_checks=False`) and then the mount's own `checks`. Only an
+        admitted handshake reaches the mounted app.
+
+        Lifespan is not forwarded: the mounted app's startup and shutdown
+        do not run unless this App's hooks run them (docs/anyio.md shows
+        how). Each app's lifespan stays the one its author wrote for; two
+        apps that each claim a server's lifespan cannot both have it.
+
+        Raises `ValueError` for a prefix that is not a plain path (it must
+        start with '/' and takes no parameters) or already has an app, or a
+        malformed origin; `TypeError` if a check is not an async function,
+        or `allowed_origins` is a single string.
+        """
+        if not callable(app):
+            raise TypeError(f"mount() takes an ASGI app, not {app!r}")
+        origins = None if allowed_origins is ... else OriginPolicy(allowed_origins)
+        mount_checks = tuple(checks)
+        for check in mount_checks:
+            _require_async("WebSocket check", check)
+        self.mounts.add(Mount(normalized_prefix(prefix), app, origins, mount_checks, app_checks))
 
     def websocket_check(self, check: C) -> C:
         """Declare `async def check(ws)`, run for every WebSocket route before accept.
@@ -331,9 +376,14 @@ class App:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
-        found = self.http_routes.match(scope["path"])
+        path = route_path(scope)
+        found = self.http_routes.match(path)
         failure: Exception | None = None
         if found is None:
+            mount = self.mounts.match(path)
+            if mount is not None:
+                await mount.app(mount.scope_for(scope), receive, send)
+                return
             res = plain(404)
         else:
             route, params = found
@@ -369,8 +419,24 @@ class App:
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return  # the client left before the handshake began
-        found = self.websocket_routes.match(scope["path"])
+        path = route_path(scope)
+        found = self.websocket_routes.match(path)
         if found is None:
+            mount = self.mounts.match(path)
+            if mount is not None:
+                failure = await serve_websocket(
+                    mount,
+                    scope,
+                    receive,
+                    send,
+                    guard=self.guard,
+                    app_checks=self._checks,
+                    tally=self.metrics.route(mount.pattern),
+                    limits=self.limits,
+                )
+                if failure is not None and scope.get("extensions", {}).get(RAISE_EXCEPTIONS):
+                    raise failure
+                return
             self.metrics.route("").handshakes[404] += 1
             await _refuse_unknown_path(scope, send)
             return

@@ -290,3 +290,25 @@ def _header(scope: Mapping[str, Any], name: bytes) -> str | None:
 def _client(scope: Mapping[str, Any]) -> str:
     client = scope.get("client")
     return str(client[0]) if client else ""
+
+
+async def run_checks(ws: WebSocket, checks: Iterable[Check]) -> bool:
+    """Run the checks until one refuses the handshake; False if one did.
+
+    A check that leaves the WebSocket in any state but CONNECTING or
+    REJECTED (it accepted, say) raises `RuntimeError` naming the state.
+    """
+    from .websockets import WebSocketState
+
+    for check in checks:
+        await check(ws)
+        state = ws.connection_state
+        if state is WebSocketState.REJECTED:
+            return False
+        if state is not WebSocketState.CONNECTING:
+            name = getattr(check, "__qualname__", check)
+            raise RuntimeError(
+                f"check {name} left the WebSocket in state {state.value}: "
+                "a check may only refuse a handshake, with reject()"
+            )
+    return True

@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import trio
 
@@ -36,8 +36,6 @@ from .datastructures import ScopeView
 
 if TYPE_CHECKING:
     from types import TracebackType
-
-    from ._connection import Connection
 
 
 #: Close codes that mean "the client went away without anything being wrong".
@@ -110,6 +108,21 @@ _HINTS = {
 }
 
 
+class Link(Protocol):
+    """What a `WebSocket` asks of the connection under it (`Connection`; for a
+    mounted app's handshake, the door that runs the App's checks)."""
+
+    @property
+    def gone(self) -> bool: ...
+    @property
+    def departure(self) -> tuple[int, str] | None: ...
+    async def transmit(self, *messages: Message, final: bool) -> bool: ...
+    def answered(self, status: int) -> None: ...
+    async def receive(self) -> Message | None: ...
+    async def send(self, message: Message) -> None: ...
+    def bad_input(self, code: int, reason: str) -> None: ...
+
+
 class WebSocket(ScopeView):
     """One WebSocket connection, as seen by a view.
 
@@ -129,7 +142,7 @@ class WebSocket(ScopeView):
     def __init__(
         self,
         scope: Message,
-        connection: Connection,
+        connection: Link,
         *,
         receive_type: MessageType = "text",
         send_type: MessageType = "text",

@@ -6,6 +6,10 @@
 
 Open http://127.0.0.1:8000/ in two browser windows and talk.
 
+The page's stylesheet, script and icon are plain files in `static/`, served
+by Starlette's `StaticFiles` mounted at /static (it runs on Trio through
+anyio): caching headers, ETags and ranges come with it.
+
 Each connection subscribes to its room and relays what the room says; what
 the client says is published to the room. Join and leave notices are
 published too. If the broadcast cannot keep up with a client, or loses
@@ -20,13 +24,20 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.staticfiles import StaticFiles
 
 from trio_boca import App, Broadcast, Request, Response, WebSocket
 from trio_boca.broadcast import BroadcastUnavailable, Subscription
 
+HERE = Path(__file__).parent
 app = App()
+# StaticFiles answers a missing file by raising Starlette's HTTPException,
+# which a Starlette app turns into a 404; mounted on its own, it gets the
+# middleware that does that.
+app.mount("/static", ExceptionMiddleware(StaticFiles(directory=HERE / "static")))
 broadcast = Broadcast(os.environ.get("CHAT_BROADCAST", "memory://"))
-PAGE = (Path(__file__).parent / "page.html").read_text()
+PAGE = (HERE / "page.html").read_text()
 
 
 @app.on("startup")
@@ -77,18 +88,12 @@ def _text_of(message: Any) -> str:
     return ""
 
 
-# The page carries its icon inline (a data: URL), so loading it asks for
-# nothing more; /favicon.ico answers whoever asks anyway, with the same picture.
-ICON = (
-    "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 64 64'>"
-    "<rect width='64' height='64' rx='14' fill='#2563eb'/>"
-    "<path d='M17 17h30a5 5 0 0 1 5 5v16a5 5 0 0 1-5 5H31l-10 8v-8h-4a5 5 0 0 1-5-5V22"
-    "a5 5 0 0 1 5-5z' fill='#fff'/></svg>"
-)
+# Browsers that ignore the page's <link rel="icon"> ask for /favicon.ico.
+ICON = (HERE / "static" / "icon.svg").read_bytes()
 
 
 @app.route("/favicon.ico")
 async def favicon(req: Request, res: Response) -> None:
-    res.content = ICON.encode()
+    res.content = ICON
     res.headers["content-type"] = "image/svg+xml"
     res.headers["cache-control"] = "public, max-age=86400"
