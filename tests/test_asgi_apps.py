@@ -8,11 +8,14 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import trio
+import trio.lowlevel
+from wsproto.events import CloseConnection
 
 from trio_boca import WebSocketDisconnect
 from trio_boca.testing import LiveServer
 
 from .conftest import TIMEOUT
+from .rawclient import RawClient
 
 starlette = pytest.importorskip("starlette")
 
@@ -146,3 +149,77 @@ async def test_an_app_slow_to_read_is_not_taken_for_a_dead_client() -> None:
                 await ws.send(f"{n:05}" + "x" * 200_000)
             assert await ws.receive() == "all read"
     assert len(got) == 40
+
+
+async def test_an_app_that_closes_right_after_accepting_hears_the_disconnect(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """accept, then close at once, then receive() until websocket.disconnect,
+    as ASGI says: the server reads on for the client's answer to the close,
+    then tells the app, and nothing stays open. (Found in review: the reader
+    took the connection for refused and stopped; the app waited until the
+    server's stop, its socket in CLOSE_WAIT.)"""
+    heard: list[int] = []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        if scope["path"] == "/yield":
+            await trio.lowlevel.checkpoint()
+        await send({"type": "websocket.close", "code": 4000})
+        message = await receive()
+        assert message["type"] == "websocket.disconnect"
+        heard.append(message["code"])
+
+    async def client(port: int, path: str) -> None:
+        raw = await RawClient.connect(port, path)
+        assert await raw.close_code() == 4000
+        await raw.stream.send_all(raw.ws.send(CloseConnection(code=4000)))
+        await raw.drain()  # the server closes the TCP connection
+        await raw.abort()
+
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(app) as server:
+            async with trio.open_nursery() as nursery:
+                for n in range(20):
+                    nursery.start_soon(client, server.port, "/yield" if n % 2 else "/now")
+            with trio.fail_after(2):
+                while len(heard) < 20:  # noqa: ASYNC110 - polling a count
+                    await trio.sleep(0.01)
+    assert heard == [4000] * 20
+    assert not [r for r in caplog.records if "still open" in r.getMessage()]
+
+
+async def test_a_close_no_frame_can_carry_ends_the_connection_with_1011(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An app that closes with a reason over 123 bytes, or with code 1005:
+    its send raises ValueError (its bug, logged as its failure), and the
+    client still gets a close, 1011, at once. (Found in review: no close
+    went out and no deadline ran; a silent client was held for ever.)"""
+    raised: list[str] = []
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        close = {"type": "websocket.close", "code": 1000, "reason": "x" * 200}
+        if scope["path"] == "/1005":
+            close = {"type": "websocket.close", "code": 1005}
+        try:
+            await send(close)
+        except ValueError as exc:
+            raised.append(str(exc))
+
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(app) as server:
+            for path in ("/long-reason", "/1005"):
+                raw = await RawClient.connect(server.port, path)
+                with trio.fail_after(1):
+                    assert await raw.close_code() == 1011
+                await raw.abort()
+    assert len(raised) == 2
+    assert all("cannot go on the wire" in text for text in raised)

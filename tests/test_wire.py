@@ -11,8 +11,10 @@ from __future__ import annotations
 import gc
 import logging
 import re
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -247,7 +249,108 @@ async def test_slow_headers_and_silent_sockets_are_closed_and_a_bystander_never_
     slow = [r for r in caplog.records if "request head did not arrive" in r.getMessage()]
     assert 1 <= len(slow) <= 3
     assert all(r.levelno == logging.WARNING for r in slow)
+    quiet = [r for r in caplog.records if "closed a silent connection" in r.getMessage()]
+    assert len(quiet) == 200
+    assert all(r.levelno == logging.DEBUG for r in quiet)
     assert records(caplog, logging.ERROR) == []
+
+
+async def test_an_idle_keep_alive_connection_is_closed_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After a response, a browser keeps its connection open and says
+    nothing: the idle timeout closes it, at DEBUG (routine, not a slow head)."""
+    caplog.set_level(logging.DEBUG, logger="trio_boca")
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(wire_app(), idle_timeout=0.3) as server:
+            answer = await exchange(server.port, GET, wait=2.0)
+    assert statuses(answer) == [b"200"]
+    assert [r.levelname for r in caplog.records if "silent connection" in r.getMessage()] == [
+        "DEBUG"
+    ]
+    assert records(caplog, logging.WARNING) == []
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [b"zz\r\nhello\r\n0\r\n\r\n", b"5\r\nhelloXX0\r\n\r\n"],
+    ids=["bad chunk size", "chunk without CRLF"],
+)
+async def test_a_malformed_chunked_body_is_answered_400(
+    chunks: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The app is told the body ended; the client, that its body was bad
+    (400, one WARNING), not that the server failed (500)."""
+    request = POST + b"Transfer-Encoding: chunked\r\n\r\n" + chunks
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(wire_app()) as server, bystander(server.port) as seen:
+            answer = await exchange(server.port, request)
+    assert statuses(answer) == [b"400"]
+    assert b"connection: close" in answer.lower()
+    assert len(records(caplog, logging.WARNING)) == 1
+    assert records(caplog, logging.ERROR) == []
+    assert seen.worst < 0.5
+
+
+async def test_a_client_that_leaves_during_a_large_response_is_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Clients that drop a download half-way: routine, nothing at ERROR."""
+    app = wire_app()
+
+    @app.route("/big")
+    async def big(req: Request, res: Response) -> None:
+        res.content = b"x" * (8 << 20)
+
+    async def leave_half_way(port: int) -> None:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        await stream.receive_some(65536)
+        await stream.aclose()
+
+    with trio.fail_after(TIMEOUT):
+        async with LiveServer(app) as server, trio.open_nursery() as nursery:
+            for _ in range(10):
+                nursery.start_soon(leave_half_way, server.port)
+    assert records(caplog, logging.ERROR) == []
+
+
+async def test_a_message_in_many_tiny_fragments_holds_its_size_not_a_list() -> None:
+    """100,000 two-byte continuation frames: the server holds the message's
+    bytes as they come (200 kB), not an object per fragment (some 5 MB)."""
+    got: list[int] = []
+
+    async def app(scope: dict[str, object], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        got.append(len(message.get("bytes") or b""))
+        await send({"type": "websocket.close", "code": 1000})
+
+    first = bytes([0x02, 0x80 | 2]) + b"\x00" * 4 + b"ab"  # binary, not final
+    piece = bytes([0x00, 0x80 | 2]) + b"\x00" * 4 + b"ab"  # continuation
+    last = bytes([0x80, 0x80 | 2]) + b"\x00" * 4 + b"ab"  # the final one
+    with trio.fail_after(TIMEOUT * 2):
+        async with LiveServer(app) as server:
+            client = await RawClient.connect(server.port, "/")
+            await client.stream.send_all(first)
+            gc.collect()
+            tracemalloc.start()
+            try:
+                began = tracemalloc.get_traced_memory()[0]
+                for _ in range(10):
+                    await client.stream.send_all(piece * 10_000)
+                await trio.sleep(0.2)  # the server reads all of it
+                held = tracemalloc.get_traced_memory()[0] - began
+            finally:
+                tracemalloc.stop()
+            await client.stream.send_all(last)
+            assert await client.close_code() == 1000
+            await client.abort()
+    assert got == [2 * 100_002]
+    assert held < 1_000_000
 
 
 async def test_a_ping_flood_from_a_client_that_never_reads_is_ended(

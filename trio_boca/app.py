@@ -412,7 +412,11 @@ class App:
                     )
                     res = plain(500)
                     failure = exc
-        await res.send(send, head=method == "HEAD")
+        try:
+            await res.send(send, head=method == "HEAD")
+        except OSError:  # ASGI 2.4: the client left (or was cut) while the response went out
+            logger.debug("HTTP %s %r: the client left during the response", method, scope["path"])
+            return
         if failure is not None and scope.get("extensions", {}).get(RAISE_EXCEPTIONS):
             raise failure
 

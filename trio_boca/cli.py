@@ -250,6 +250,7 @@ async def _under_hypercorn(
     if options.max_message_size is not None:
         settings["websocket_max_message_size"] = options.max_message_size
     settings["websocket_ping_interval"] = options.ping_interval or None
+    settings["keep_alive_timeout"] = options.idle_timeout
     port = options.port if options.fd is None else 0
     config = _hypercorn.make_config(options.host, port, options.shutdown_timeout, **settings)
     if options.fd is not None:

@@ -106,27 +106,32 @@ class HTTPConnection:
         """Say why a connection waiting for a request was closed, if it was cut."""
         if self.transport.aborted != "read_timeout":
             return
-        if self.h11.their_state is h11.IDLE and not self.h11.trailing_data[0]:
+        if not self.h11.trailing_data[0]:
             # Nothing of a request came: an idle keep-alive connection, or a
             # silent socket. Routine for a server; said at DEBUG only.
             logger.debug("closed a silent connection from %s", _client(self.transport.client))
             return
         self.run_.notes.note(
             "slow request head",
-            "closed a connection from %s: its request head did not arrive within %g s",
+            "closed a connection from %s: its request head did not arrive within %g s "
+            "of its first byte",
             _client(self.transport.client),
-            2 * self.run_.config.idle_timeout,
+            self.run_.config.idle_timeout,
         )
 
     async def _next_event(self, head: bool = False) -> Any:
         """h11's next event, reading as it needs; a partial head gets one more
-        `idle_timeout` from its first byte, and no more."""
+        `idle_timeout` from its first byte, and no more. The end of the stream
+        (the client left, or a deadline cut it) is `h11.ConnectionClosed`,
+        wherever it falls: in the middle of a message it is not bad input."""
         while True:
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
                 return event
             data = await self.transport.read()
-            if head and data and self.h11.their_state is h11.IDLE:
+            if not data:
+                return h11.ConnectionClosed()  # h11 keeps what came of a message
+            if head and self.h11.their_state is h11.IDLE:
                 self.transport.read_deadline = trio.current_time() + self.run_.config.idle_timeout
                 head = False  # extended once, at the head's first bytes
             self.h11.receive_data(data)
@@ -176,6 +181,7 @@ class Exchange:
     """One request and its response: the app's `receive` and `send`."""
 
     __slots__ = (
+        "bad_body",
         "body",
         "complete",
         "connection",
@@ -211,6 +217,8 @@ class Exchange:
         self.complete = False
         self.sent = 0
         self.keep_alive = True
+        #: Why the body could not be read (malformed chunks), as status and reason.
+        self.bad_body: tuple[int, str] | None = None
         self.started_at = trio.current_time()
 
     # -- the connection task's side ---------------------------------------------
@@ -242,7 +250,8 @@ class Exchange:
                 if self.done.cancel_called:
                     self.keep_alive = False  # the app is done with a body still coming
                     return
-        except h11.RemoteProtocolError:
+        except h11.RemoteProtocolError as exc:  # a malformed body: the app sees the end
+            self.bad_body = (exc.error_status_hint, str(exc))
             self.body.end()
             self.keep_alive = False
             return
@@ -277,6 +286,10 @@ class Exchange:
         self.keep_alive = False
         if self.head_sent or self.transport.aborted is not None:
             self.transport.abort("the app ended in the middle of its response")
+            return
+        if self.bad_body is not None:  # the app was told the body ended: the client erred
+            self.status = self.bad_body[0]
+            await self.connection._refuse(*self.bad_body)
             return
         self.status, self.headers = 500, [(b"content-length", b"0")]
         with contextlib.suppress(ClientDisconnected, h11.LocalProtocolError):

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import h11
 import trio
 from websockets.datastructures import Headers
-from websockets.exceptions import InvalidState, PayloadTooBig
+from websockets.exceptions import InvalidState, PayloadTooBig, ProtocolError
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
@@ -63,8 +63,9 @@ EARLY_LIMIT = 65536
 QUEUE_MESSAGES = 16
 QUEUE_BYTES = 1 << 22
 
-# What the app has done with the connection.
-HANDSHAKE, ACCEPTED, CLOSED = "HANDSHAKE", "ACCEPTED", "CLOSED"
+# What the app has done with the connection: HANDSHAKE, then ACCEPTED and
+# CLOSED, or REFUSED.
+HANDSHAKE, ACCEPTED, CLOSED, REFUSED = "HANDSHAKE", "ACCEPTED", "CLOSED", "REFUSED"
 
 
 class _Protocol(ServerProtocol):
@@ -134,7 +135,8 @@ class WebSocketConnection:
         self.protocol = _Protocol(
             state=State.OPEN, extensions=extensions, max_size=self.config.max_message_size
         )
-        #: The app's side: HANDSHAKE until it answers, then ACCEPTED, then CLOSED.
+        #: The app's side: HANDSHAKE until it answers, then ACCEPTED, then
+        #: CLOSED; or REFUSED.
         self.state = HANDSHAKE
         #: Behind receive(), for an app without a sink; made when first needed.
         self.queue: Inbox | None = None
@@ -148,7 +150,7 @@ class WebSocketConnection:
         self._wake = trio.CancelScope()  # the reader, waiting for the app's answer
         self._connect_sent = False
         self._denial: Message | None = None
-        self._fragments: list[bytes] = []
+        self._fragments: bytearray | None = None  # of a fragmented message
         self._decoder: Any = None  # of a fragmented text message
         self._delivering = False
         self._bad: tuple[int, str] | None = None  # our own failure of the connection
@@ -238,8 +240,11 @@ class WebSocketConnection:
                     self.transport.abort(reason)
                     self._left(1002, reason, "bad_input")
                     return
-        if self.state is not ACCEPTED:
-            return  # refused: nothing more to read
+        if self.state is REFUSED or self.state is HANDSHAKE:
+            # Refused (or the app ended without an answer): nothing more to
+            # read. An app that accepted and closed at once is CLOSED by
+            # now, and its client's close is still to be read.
+            return
         if held:
             self.protocol.receive_data(bytes(held))
             await self._events()
@@ -268,24 +273,28 @@ class WebSocketConnection:
                 continue  # the handshake is behind us: only frames come
             opcode = frame.opcode
             if opcode is Opcode.CLOSE:
-                self._fragments, self._decoder = [], None
+                self._fragments, self._decoder = None, None
             elif opcode is Opcode.TEXT or opcode is Opcode.BINARY:
                 if frame.fin:
                     await self._message(opcode, bytes(frame.data))
                 else:
-                    self._fragments = [bytes(frame.data)]
+                    # One buffer, not a list of fragments: what a message
+                    # holds is its size, however finely the client cuts it.
+                    self._fragments = bytearray(frame.data)
                     self._decoder = None
                     if opcode is Opcode.TEXT:
                         self._decoder = codecs.getincrementaldecoder("utf-8")()
-                        if not self._text_ok(bytes(frame.data), final=False):
+                        if not self._text_ok(frame.data, final=False):
                             break
             elif opcode is Opcode.CONT:
-                self._fragments.append(bytes(frame.data))
-                if self._decoder is not None and not self._text_ok(self._fragments[-1], frame.fin):
+                if self._fragments is None:
+                    continue  # the protocol refuses a stray continuation: never here
+                self._fragments += frame.data
+                if self._decoder is not None and not self._text_ok(frame.data, frame.fin):
                     break
                 if frame.fin:
-                    data = b"".join(self._fragments)
-                    self._fragments = []
+                    data = bytes(self._fragments)
+                    self._fragments = None
                     text = self._decoder is not None
                     self._decoder = None
                     await self._message(Opcode.TEXT if text else Opcode.BINARY, data)
@@ -293,7 +302,7 @@ class WebSocketConnection:
             with contextlib.suppress(ClientDisconnected):  # the next read says so
                 await self._flush(self.write_timeout, checkpoint=False)
 
-    def _text_ok(self, data: bytes, final: bool) -> bool:
+    def _text_ok(self, data: bytes | bytearray | memoryview, final: bool) -> bool:
         """Check a fragment's UTF-8 as it comes: a bad one fails the connection at once."""
         try:
             self._decoder.decode(data, final)
@@ -435,11 +444,21 @@ class WebSocketConnection:
             if kind == "websocket.close":
                 self.state = CLOSED
                 if self.protocol.state is State.OPEN and self.departure is None:
-                    self.protocol.send_close(
-                        int(message.get("code", 1000)), message.get("reason") or ""
-                    )
+                    code, reason = int(message.get("code", 1000)), message.get("reason") or ""
+                    refused = None
+                    try:
+                        self.protocol.send_close(code, reason)
+                    except ProtocolError as exc:  # a code or reason no close frame may carry
+                        refused = exc
+                        self.protocol.send_close(1011, "")
                     self._close_deadline = trio.current_time() + self.close_timeout
                     await self._flush(self.close_timeout)
+                    if refused is not None:
+                        raise ValueError(
+                            f"websocket.close with code {code} and a reason of "
+                            f"{len(reason.encode())} bytes cannot go on the wire ({refused}); "
+                            "the connection was closed with 1011"
+                        )
                 else:
                     await trio.lowlevel.checkpoint()
                 return
@@ -480,7 +499,7 @@ class WebSocketConnection:
 
     async def _deny(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """Refuse the handshake with an HTTP response (ASGI's denial extension)."""
-        self.state = CLOSED
+        self.state = REFUSED
         self._wake.cancel()
         if self.departure is not None:
             await trio.lowlevel.checkpoint()
