@@ -139,6 +139,20 @@ COREDIS_LEAK = pytest.mark.filterwarnings(
 
 
 @COREDIS_LEAK
+async def test_a_redis_password_never_shows_in_errors_or_logs(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis.stop()
+    url = redis.url.replace("redis://", "redis://:hunter2@", 1)
+    with trio.fail_after(TIMEOUT), pytest.raises(BroadcastUnavailable) as failed:
+        async with Broadcast(url):
+            pass  # pragma: no cover
+    gc.collect()
+    assert ":***@" in str(failed.value)
+    assert "hunter2" not in str(failed.value) + caplog.text
+
+
+@COREDIS_LEAK
 async def test_redis_out_of_reach_at_startup_fails_the_startup(redis: RedisServer) -> None:
     redis.stop()
     with trio.fail_after(TIMEOUT), pytest.raises(BroadcastUnavailable, match="cannot reach Redis"):

@@ -27,6 +27,7 @@ import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
@@ -210,7 +211,7 @@ class Broadcast(Running):
                 raise
             # Raised on the way out of a cancellation (coredis fails so when
             # Redis stops answering): the broadcast was stopping anyway.
-            logger.warning("broadcast: %s failed as it stopped: %r", self.url, exc)
+            logger.warning("broadcast: %s failed as it stopped: %r", _shown(self.url), exc)
             await trio.lowlevel.checkpoint()  # the cancellation goes on
         finally:
             self._is_running = False
@@ -335,7 +336,7 @@ class _Redis(_Backend):
                     ) as pubsub:
                         self._pubsub = pubsub
                         if started:
-                            logger.info("broadcast: Redis at %s is back", self._url)
+                            logger.info("broadcast: Redis at %s is back", _shown(self._url))
                         else:
                             started = True
                             task_status.started()
@@ -350,9 +351,13 @@ class _Redis(_Backend):
                     self._pubsub = None
                     self._hub.fail_all(BroadcastUnavailable)
                     if not started:  # a Redis out of reach at startup fails the startup
-                        raise BroadcastUnavailable(f"cannot reach Redis at {self._url}") from exc
+                        raise BroadcastUnavailable(
+                            f"cannot reach Redis at {_shown(self._url)}"
+                        ) from exc
                     logger.warning(
-                        "broadcast: lost Redis at %s; reconnecting in %.1f s", self._url, backoff
+                        "broadcast: lost Redis at %s; reconnecting in %.1f s",
+                        _shown(self._url),
+                        backoff,
                     )
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, self.MAX_BACKOFF)
@@ -423,3 +428,13 @@ def _decode(payload: bytes) -> Message:
     if tag == b"b":
         return body
     return json.loads(body)
+
+
+def _shown(url: str) -> str:
+    """The URL as logs and errors show it: its password, if any, masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
