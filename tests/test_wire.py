@@ -166,6 +166,11 @@ async def test_head_http_1_0_and_connection_close() -> None:
         (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000, b"431"),  # never ends
         (b"GET / HTTP/1.1\r\n\r\n", b"400"),  # no Host
         (b"NOT HTTP AT ALL\r\n\r\n", b"400"),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            b"400",
+        ),
     ],
     ids=[
         "cl-and-te",
@@ -174,6 +179,7 @@ async def test_head_http_1_0_and_connection_close() -> None:
         "big-unfinished-head",
         "no-host",
         "garbage",
+        "upgrade-not-get",
     ],
 )
 async def test_requests_that_could_be_read_two_ways_or_not_at_all_are_refused(

@@ -84,6 +84,8 @@ class HTTPConnection:
                 self.busy = True
                 _check(event, config.max_header_size)
                 if _upgrades_to_websocket(event):
+                    if event.method != b"GET":  # RFC 6455, 4.1
+                        raise Refused(400, "a WebSocket handshake must be a GET request")
                     websocket = WebSocketConnection(self, event)
                     del event  # the request's head: only until the scope is made
                     self.h11 = _UPGRADED  # the real one is the WebSocket's now
