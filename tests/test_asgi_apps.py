@@ -4,6 +4,7 @@ anyio), HTTP and WebSocket, as users moving from FastAPI bring theirs."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -20,12 +21,26 @@ from .rawclient import RawClient
 starlette = pytest.importorskip("starlette")
 
 
+def starlette_echo(seen: list[str]) -> Any:
+    """A Starlette WebSocket endpoint that echoes text; how it ended goes in `seen`."""
+    from starlette.websockets import WebSocket
+
+    async def echo(ws: WebSocket) -> None:
+        await ws.accept()
+        try:
+            while True:
+                await ws.send_text(await ws.receive_text())
+        except Exception as exc:
+            seen.append(type(exc).__name__)
+
+    return echo
+
+
 def starlette_app(seen: list[str]) -> object:
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse, StreamingResponse
     from starlette.routing import Route, WebSocketRoute
-    from starlette.websockets import WebSocket
 
     async def hello(request: Request) -> PlainTextResponse:
         body = await request.body()
@@ -44,13 +59,7 @@ def starlette_app(seen: list[str]) -> object:
 
         return StreamingResponse(ticks())
 
-    async def echo(ws: WebSocket) -> None:
-        await ws.accept()
-        try:
-            while True:
-                await ws.send_text(await ws.receive_text())
-        except Exception as exc:
-            seen.append(type(exc).__name__)
+    echo = starlette_echo(seen)
 
     return Starlette(
         routes=[

@@ -19,6 +19,7 @@ from trio_boca import App, WebSocket
 from trio_boca.testing import LiveServer, TestClient
 
 from .conftest import TIMEOUT, Transport, refused
+from .test_asgi_apps import starlette_echo
 
 pytest.importorskip("starlette")
 
@@ -31,7 +32,6 @@ def legacy_app(seen: list[Any]) -> Any:
     from starlette.requests import Request
     from starlette.responses import JSONResponse, PlainTextResponse
     from starlette.routing import Route, WebSocketRoute
-    from starlette.websockets import WebSocket as StarletteWebSocket
 
     async def where(request: Request) -> JSONResponse:
         scope = request.scope
@@ -42,19 +42,11 @@ def legacy_app(seen: list[Any]) -> Any:
     async def hello(request: Request) -> PlainTextResponse:
         return PlainTextResponse(f"hello {request.path_params['name']}")
 
-    async def echo(ws: StarletteWebSocket) -> None:
-        await ws.accept()
-        try:
-            while True:
-                await ws.send_text(await ws.receive_text())
-        except Exception as exc:
-            seen.append(type(exc).__name__)
-
     return Starlette(
         routes=[
             Route("/", where),
             Route("/hello/{name}", hello),
-            WebSocketRoute("/ws", echo),
+            WebSocketRoute("/ws", starlette_echo(seen)),
         ]
     )
 
@@ -73,6 +65,21 @@ def mounting_app(seen: list[Any], **options: Any) -> App:
         await ws.send("the App's own")
 
     return app
+
+
+def inner_app() -> App:
+    """A trio_boca App to mount: /where says its scope, /ws where it was mounted."""
+    inner = App()
+
+    @inner.route("/where")
+    async def where(req: Any, res: Any) -> None:
+        res.json = {"root_path": req.scope["root_path"], "path": req.scope["path"]}
+
+    @inner.websocket_route("/ws")
+    async def inner_ws(ws: WebSocket) -> None:
+        await ws.send(f"inner at {ws.scope['root_path']}")
+
+    return inner
 
 
 async def get(server: TestClient | LiveServer, path: str, **options: Any) -> httpx.Response | Any:
@@ -220,16 +227,7 @@ async def test_a_check_that_accepts_a_mounted_handshake_is_a_bug_answered_500(
 
 
 async def test_the_longest_prefix_wins_and_a_trio_boca_app_can_be_mounted() -> None:
-    inner = App()
-
-    @inner.route("/where")
-    async def where(req: Any, res: Any) -> None:
-        res.json = {"root_path": req.scope["root_path"], "path": req.scope["path"]}
-
-    @inner.websocket_route("/ws")
-    async def inner_ws(ws: WebSocket) -> None:
-        await ws.send(f"inner at {ws.scope['root_path']}")
-
+    inner = inner_app()
     app = App()
     app.mount("/", legacy_app([]))
     app.mount("/v2/", inner)  # the trailing slash is not part of the prefix
@@ -283,16 +281,7 @@ async def test_an_app_mounted_under_starlette_routes_on_its_part_of_the_path() -
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
-    inner = App()
-
-    @inner.route("/where")
-    async def where(req: Any, res: Any) -> None:
-        res.json = {"root_path": req.scope["root_path"], "path": req.scope["path"]}
-
-    @inner.websocket_route("/ws")
-    async def inner_ws(ws: WebSocket) -> None:
-        await ws.send(f"inner at {ws.scope['root_path']}")
-
+    inner = inner_app()
     outer = Starlette(routes=[Mount("/tb", app=inner)])
     with trio.fail_after(TIMEOUT):
         async with LiveServer(outer) as server:

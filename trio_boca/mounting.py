@@ -104,9 +104,6 @@ class Mounts:
                 return mount
         return None
 
-    def __iter__(self) -> Any:
-        return iter(self._mounts)
-
 
 def normalized_prefix(prefix: str) -> str:
     """`/legacy/` -> `/legacy`, `/` -> ``; refuse what is not a plain path."""
