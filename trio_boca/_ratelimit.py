@@ -37,5 +37,5 @@ class OncePerSecond:
             return
         self._logged_at[key] = now
         more = self._unlogged.pop(key, 0)
-        suffix = f" (and {more} more in the last second)" if more else ""
+        suffix = f" (and {more} more since the last such line)" if more else ""
         self.logger.log(self.level, message + "%s", *args, suffix, exc_info=exc_info)

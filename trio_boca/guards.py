@@ -178,7 +178,11 @@ class Guard:
         policy = self.origins if route_origins is None else route_origins
         origin = policy.refuses(scope)
         if origin is not None:
-            setting = "the route's allowed_origins" if route_origins else "App(allowed_origins=...)"
+            setting = (
+                "the allowed_origins of this route (or mount)"
+                if route_origins
+                else "App(allowed_origins=...), or to this route's (or mount's) own"
+            )
             self.refusals.record(
                 "origin",
                 f"WebSocket {path!r}: refused a handshake from origin {origin!r}, which is not "
