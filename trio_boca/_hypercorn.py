@@ -21,8 +21,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
 from ._errors import leaves
-from .server import Address, ProxyHeaders, StartupFailed, require_asgi
-from .server._proxy import TrustedProxies
+from .server import Address, ProxyHeaders, StartupFailed, require_asgi, until_cancelled
 
 logger = logging.getLogger("trio_boca")
 
@@ -74,20 +73,17 @@ async def serve(
     (within its `graceful_timeout`; open WebSockets get no close frame).
     Raises `StartupFailed` if the app's startup fails."""
     require_asgi(app)
-    if proxy_headers:
-        headers: ProxyHeaders = "x-forwarded" if proxy_headers is True else proxy_headers
-        app = TrustedProxies(app, forwarded_allow_ips, headers)
     from hypercorn.utils import LifespanFailureError
 
-    stopping = trio.Event()
     try:
-        async with trio.open_nursery() as nursery:
-            try:
-                address = await nursery.start(_run, app, config, stopping)
-                task_status.started(address)
-                await trio.sleep_forever()
-            finally:
-                stopping.set()
+        await until_cancelled(
+            _run,
+            app,
+            config,
+            proxy_headers=proxy_headers,
+            forwarded_allow_ips=forwarded_allow_ips,
+            task_status=task_status,
+        )
     except BaseException as exc:
         for leaf in leaves(exc):
             if isinstance(leaf, LifespanFailureError):

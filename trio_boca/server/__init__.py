@@ -190,21 +190,47 @@ async def serve(
         ping_timeout=ping_timeout,
         compression=compression,
     )
+    try:
+        await until_cancelled(
+            _run,
+            app,
+            config,
+            proxy_headers=proxy_headers,
+            forwarded_allow_ips=forwarded_allow_ips,
+            task_status=task_status,
+        )
+    except BaseExceptionGroup as group:
+        with plain_errors():
+            raise group from None
+
+
+async def until_cancelled(
+    runner: Any,
+    app: Any,
+    config: Any,
+    *,
+    proxy_headers: bool | ProxyHeaders,
+    forwarded_allow_ips: str,
+    task_status: trio.TaskStatus[Address],
+) -> None:
+    """Start `runner(app, config, stopping)` (behind the trusted proxies, if
+    asked), report the address it started on, and serve until cancelled.
+
+    The caller's cancellation only sets `stopping`: the runner, which shields
+    itself, stops gracefully on that cue. Shared by trio_boca's server and
+    hypercorn's (`_hypercorn.serve`).
+    """
     if proxy_headers:
         headers: ProxyHeaders = "x-forwarded" if proxy_headers is True else proxy_headers
         app = TrustedProxies(app, forwarded_allow_ips, headers)
     stopping = trio.Event()
-    try:
-        async with trio.open_nursery() as nursery:
-            try:
-                address = await nursery.start(_run, app, config, stopping)
-                task_status.started(address)
-                await trio.sleep_forever()
-            finally:
-                stopping.set()
-    except BaseExceptionGroup as group:
-        with plain_errors():
-            raise group from None
+    async with trio.open_nursery() as nursery:
+        try:
+            address = await nursery.start(runner, app, config, stopping)
+            task_status.started(address)
+            await trio.sleep_forever()
+        finally:
+            stopping.set()
 
 
 async def _run(
