@@ -124,30 +124,22 @@ def children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.parametrize(
+    ("options", "reason"),
+    [
+        ((), "server shutting down"),
+        # hypercorn's Trio worker, as it is: at its graceful timeout the view
+        # is cancelled, and trio_boca closes with 1001 (hypercorn sends no reason).
+        (("--server", "hypercorn", "--shutdown-timeout", "0.5"), None),
+    ],
+    ids=["trio_boca", "hypercorn-unpatched"],
+)
 @pytest.mark.usefixtures("stop_leftovers")
-async def test_run_serves_until_sigterm_then_closes_websockets_with_1001() -> None:
+async def test_run_serves_until_sigterm_then_closes_websockets_with_1001(
+    options: tuple[str, ...], reason: str | None
+) -> None:
     with trio.fail_after(TIMEOUT):
-        server = await start("tests.cli_apps:app")
-        async with httpx.AsyncClient() as http:
-            assert (await http.get(server.url + "/pid")).text == str(server.process.pid)
-        async with connect_websocket(server.ws_url + "/wait") as ws:
-            assert await ws.receive() == "ready"
-            server.process.send_signal(signal.SIGTERM)
-            with pytest.raises(WebSocketDisconnect) as closed:
-                await ws.receive()
-        assert await server.process.wait() == 0
-    assert (closed.value.code, closed.value.reason) == (1001, "server shutting down")
-
-
-@pytest.mark.usefixtures("stop_leftovers")
-async def test_run_on_hypercorn_serves_unpatched() -> None:
-    """`--server hypercorn`: hypercorn's Trio worker, as it is. The app serves;
-    a stop ends the WebSocket as hypercorn does: at its graceful timeout the
-    view is cancelled, and trio_boca closes with 1001."""
-    with trio.fail_after(TIMEOUT):
-        server = await start(
-            "tests.cli_apps:app", "--server", "hypercorn", "--shutdown-timeout", "0.5"
-        )
+        server = await start("tests.cli_apps:app", *options)
         async with httpx.AsyncClient() as http:
             assert (await http.get(server.url + "/pid")).text == str(server.process.pid)
         async with connect_websocket(server.ws_url + "/wait") as ws:
@@ -157,6 +149,8 @@ async def test_run_on_hypercorn_serves_unpatched() -> None:
                 await ws.receive()
         assert await server.process.wait() == 0
     assert closed.value.code == 1001
+    if reason is not None:
+        assert closed.value.reason == reason
 
 
 async def test_the_console_script_and_the_demo_page() -> None:
